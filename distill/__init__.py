@@ -1,0 +1,1 @@
+"""Teacher fine-tuning, bulk teacher labelling and student distillation (needs torch)."""

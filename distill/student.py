@@ -1,0 +1,98 @@
+"""The student: a small BERT cross-encoder that starts from the teacher backbone's vocabulary.
+
+Its word, position and token-type embeddings are the backbone's, projected to the student's
+width by PCA (the principal directions of the word embeddings), which is a far better start
+than random vectors for a model that must learn 30k tokens from a few hundred thousand pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from transformers import BertConfig, BertForSequenceClassification
+
+STUDENT_CARD = "rankstill_student.json"
+
+
+@dataclass(frozen=True)
+class StudentShape:
+    layers: int = 2
+    hidden: int = 128
+    heads: int = 2
+    intermediate: int = 512
+    max_length: int = 64
+
+
+def build_student(shape: StudentShape, backbone_dir: Path) -> BertForSequenceClassification:
+    backbone_config = json.loads((backbone_dir / "config.json").read_text())
+    config = BertConfig(
+        vocab_size=backbone_config["vocab_size"], hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate,
+        max_position_embeddings=max(shape.max_length, 64),
+        type_vocab_size=backbone_config.get("type_vocab_size", 2), num_labels=1,
+    )
+    student = BertForSequenceClassification(config)
+    _project_embeddings(student, backbone_dir, shape.hidden)
+    return student
+
+
+def _project_embeddings(student: BertForSequenceClassification, backbone_dir: Path, width: int) -> None:
+    weights = load_file(str(backbone_dir / "model.safetensors"))
+
+    def find(suffix: str) -> torch.Tensor:
+        return next(tensor for name, tensor in weights.items() if name.endswith(suffix))
+
+    words = find("embeddings.word_embeddings.weight").float()
+    mean = words.mean(dim=0, keepdim=True)
+    # Principal directions of the word embeddings (rows of vh), scaled to keep the variance.
+    _, _, vh = torch.linalg.svd(words - mean, full_matrices=False)
+    projection = vh[:width].T
+    scale = words.std() / ((words - mean) @ projection).std()
+    embeddings = student.bert.embeddings
+    with torch.no_grad():
+        embeddings.word_embeddings.weight.copy_(((words - mean) @ projection) * scale)
+        positions = find("embeddings.position_embeddings.weight").float()
+        rows = embeddings.position_embeddings.weight.shape[0]
+        embeddings.position_embeddings.weight.copy_((positions[:rows] @ projection) * scale)
+        types = find("embeddings.token_type_embeddings.weight").float()
+        embeddings.token_type_embeddings.weight.copy_((types @ projection) * scale)
+
+
+def save_student(student: BertForSequenceClassification, out: Path, tokenizer_file: Path,
+                 shape: StudentShape, card: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    student.save_pretrained(out)
+    shutil.copyfile(tokenizer_file, out / "tokenizer.json")
+    (out / STUDENT_CARD).write_text(json.dumps({"shape": asdict(shape), **card}, indent=2))
+
+
+def load_student(directory: Path) -> tuple[BertForSequenceClassification, dict]:
+    card_path = directory / STUDENT_CARD
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a rankstill student (no {STUDENT_CARD})")
+    student = BertForSequenceClassification.from_pretrained(directory)
+    student.eval()
+    return student, json.loads(card_path.read_text())
+
+
+@torch.inference_mode()
+def score_pairs(student: BertForSequenceClassification, tokenizer, queries: list[str],
+                items: list[str], batch_size: int = 256) -> np.ndarray:
+    """Student logits for (query, item) pairs, tokenized exactly as the server does."""
+    was_training = student.training
+    student.eval()
+    out = np.empty(len(queries), dtype=np.float32)
+    for start in range(0, len(queries), batch_size):
+        stop = start + batch_size
+        encoded = tokenizer.encode(queries[start:stop], items[start:stop])
+        feeds = {name: torch.from_numpy(value) for name, value in encoded.as_feeds().items()}
+        out[start:stop] = student(**feeds).logits[:, 0].numpy()
+    student.train(was_training)
+    return out

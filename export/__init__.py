@@ -1,0 +1,1 @@
+"""Student → ONNX (parity-checked, optional int8) → Triton model repository entry."""

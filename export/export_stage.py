@@ -1,0 +1,76 @@
+"""`rankstill export`: student checkpoint → parity-checked ONNX (fp32, optional int8) → model_repo."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from rankstill.distill.student import load_student, score_pairs
+from rankstill.label_store import LabelStore
+from rankstill.pair_tokenizer import PairTokenizer
+
+from .onnx_export import export_onnx, onnx_scores, quantize_int8
+from .parity import ranking_parity, value_parity
+from .triton_repo import set_default, write_entry
+
+SCORE_MEANING = ("Output `scores` is a relevance logit per (query, document) pair, higher = more "
+                 "relevant; the API's relevance_score is sigmoid(logit), an estimate of "
+                 "(relevance - 1) / 2 on Home Depot's 1-3 scale as judged by the teacher.")
+
+
+class ParityError(RuntimeError):
+    """The exported model does not match its source within the stated tolerance."""
+
+
+def export_student(student_dir: Path, labels_dir: Path, repo: Path, name: str, version: int,
+                   int8: bool, make_default: bool) -> dict:
+    student, card = load_student(student_dir)
+    max_length = card["shape"]["max_length"]
+    tokenizer_file = student_dir / "tokenizer.json"
+    tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
+    judged = LabelStore(labels_dir).read(split="validation")
+    judged = judged[judged["source"] == "judged"].rename(columns={"human_label": "gain"})
+    queries, items = list(judged["query"]), list(judged["item_text"])
+
+    reference = score_pairs(student, tokenizer, queries, items)
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32_path = export_onnx(student, tokenizer, Path(scratch) / "fp32.onnx")
+        fp32_scores = onnx_scores(fp32_path, tokenizer, queries, items)
+        parity = value_parity(reference, fp32_scores)
+        if not parity["passed"]:
+            raise ParityError(f"ONNX fp32 differs from PyTorch: {parity}")
+        metadata = _metadata(card, max_length, "fp32", {"fp32_vs_pytorch": parity}, len(queries))
+        write_entry(repo, name, version, fp32_path, tokenizer_file, metadata)
+        results[name] = metadata
+        if int8:
+            int8_path = quantize_int8(fp32_path, Path(scratch) / "int8.onnx")
+            int8_scores = onnx_scores(int8_path, tokenizer, queries, items)
+            ranking = ranking_parity(judged, fp32_scores, int8_scores)
+            if not ranking["passed"]:
+                raise ParityError(f"int8 ranks differently beyond tolerance: {ranking}")
+            metadata = _metadata(card, max_length, "int8", {"int8_vs_fp32_ranking": ranking}, len(queries))
+            write_entry(repo, f"{name}-int8", version, int8_path, tokenizer_file, metadata)
+            results[f"{name}-int8"] = metadata
+    if make_default:
+        set_default(repo, "rerank", name)
+    return results
+
+
+def _metadata(card: dict, max_length: int, variant: str, parity: dict, pairs: int) -> dict:
+    report = card["report"]
+    return {
+        "task": "rerank",
+        "variant": variant,
+        "max_length": max_length,
+        "truncation": f"pairs longer than {max_length} tokens are cut, longer side first",
+        "score": SCORE_MEANING,
+        "architecture": {"type": "bert-cross-encoder", **card["shape"]},
+        "training": {
+            "teacher_ids": card.get("teacher_ids"), "labels": report.get("labels"),
+            "train_queries": report.get("train_queries"), "train_pairs": report.get("train_pairs"),
+            "data": "Home Depot Product Search Relevance (Kaggle 2016), split by query",
+        },
+        "quality": {"validation": report.get("validation"), "test": report.get("test")},
+        "parity": {**parity, "checked_on_validation_pairs": pairs},
+    }

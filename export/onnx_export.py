@@ -1,0 +1,58 @@
+"""Export a student cross-encoder to ONNX and check it against PyTorch on real pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from rankstill.pair_tokenizer import PairTokenizer
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "scores"
+
+
+class _LogitsOnly(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).logits
+
+
+def export_onnx(model: torch.nn.Module, tokenizer: PairTokenizer, path: Path, opset: int = 17) -> Path:
+    """Write `model` as ONNX with dynamic batch and sequence axes; output `scores` [batch, 1]."""
+    model.eval()
+    sample = tokenizer.encode(["sample query", "another"], ["a product title", "a longer product title here"])
+    args = tuple(torch.from_numpy(sample.as_feeds()[name]) for name in INPUT_NAMES)
+    dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    dynamic_axes[OUTPUT_NAME] = {0: "batch"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(_LogitsOnly(model), args, str(path), input_names=list(INPUT_NAMES),
+                      output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+                      opset_version=opset, dynamo=False)
+    return path
+
+
+def onnx_scores(path: Path, tokenizer: PairTokenizer, queries: list[str], items: list[str],
+                batch_size: int = 128) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = np.empty(len(queries), dtype=np.float32)
+    for start in range(0, len(queries), batch_size):
+        stop = start + batch_size
+        feeds = tokenizer.encode(queries[start:stop], items[start:stop]).as_feeds()
+        out[start:stop] = session.run([OUTPUT_NAME], feeds)[0][:, 0]
+    return out
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> Path:
+    """Dynamic int8 quantization of the weights (activations quantized at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+    return int8_path

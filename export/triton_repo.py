@@ -1,0 +1,59 @@
+"""Write a model as a Triton model repository entry (`model_repo/<name>/<version>/model.onnx`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from rankstill.model_repo import DEFAULTS_FILE, METADATA_FILE, MODEL_FILE, TOKENIZER_FILE
+
+from .onnx_export import INPUT_NAMES, OUTPUT_NAME
+
+
+def config_pbtxt(name: str, max_batch_size: int = 256, preferred_batch_sizes=(64, 128, 256),
+                 max_queue_delay_us: int = 1000, instances: int = 1) -> str:
+    """Triton config for the native ONNX Runtime backend, with dynamic batching.
+
+    The batch dimension is implicit (max_batch_size > 0); the sequence axis is dynamic.
+    """
+    inputs = ",\n".join(
+        f'  {{ name: "{input_name}" data_type: TYPE_INT64 dims: [ -1 ] }}' for input_name in INPUT_NAMES
+    )
+    preferred = ", ".join(str(size) for size in preferred_batch_sizes)
+    return f"""name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: {max_batch_size}
+input [
+{inputs}
+]
+output [
+  {{ name: "{OUTPUT_NAME}" data_type: TYPE_FP32 dims: [ 1 ] }}
+]
+dynamic_batching {{
+  preferred_batch_size: [ {preferred} ]
+  max_queue_delay_microseconds: {max_queue_delay_us}
+}}
+instance_group [ {{ count: {instances} kind: KIND_CPU }} ]
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+"""
+
+
+def write_entry(repo: Path, name: str, version: int, onnx_file: Path, tokenizer_file: Path,
+                metadata: dict) -> Path:
+    """Copy the model, tokenizer, metadata and Triton config into `repo/name/`."""
+    model_dir = repo / name
+    version_dir = model_dir / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_file, version_dir / MODEL_FILE)
+    shutil.copyfile(tokenizer_file, model_dir / TOKENIZER_FILE)
+    (model_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    (model_dir / "config.pbtxt").write_text(config_pbtxt(name))
+    return model_dir
+
+
+def set_default(repo: Path, task: str, name: str) -> None:
+    path = repo / DEFAULTS_FILE
+    defaults = json.loads(path.read_text()) if path.is_file() else {}
+    defaults[task] = name
+    path.write_text(json.dumps(defaults, indent=2) + "\n")
