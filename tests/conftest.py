@@ -1,15 +1,10 @@
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+
+from rankstill.local_server import running_server as _running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "homedepot" / "pairs.csv.gz"
@@ -29,33 +24,5 @@ def judgments(data_path):
     return load_judgments(data_path)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(*args: str, timeout: float = 60.0):
-    """A real `rankstill serve` process on 127.0.0.1; yields its base URL, then stops it."""
-    port = free_port()
-    command = [sys.executable, "-m", "rankstill.cli", "serve", "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning", *args]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert process.poll() is None, f"server exited with {process.returncode}"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def running_server(*args: str):
+    return _running_server(*args, cwd=ROOT)

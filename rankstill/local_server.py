@@ -1,0 +1,52 @@
+"""Start a real `rankstill serve` process on 127.0.0.1 for tests and benchmarks, and stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@contextlib.contextmanager
+def running_server(*args: str, cwd: str | Path | None = None, timeout: float = 60.0):
+    """Yield the base URL of a fresh server started with `rankstill serve ARGS`; stop it after."""
+    port = free_port()
+    command = [sys.executable, "-m", "rankstill.cli", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning", *args]
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while not _ready(url):
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with code {process.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server at {url} not ready after {timeout} s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,97 @@
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from rankstill.distill.student import StudentShape, build_student, score_pairs
+from rankstill.distill.teacher import default_backbone
+from rankstill.export.onnx_export import INPUT_NAMES, OUTPUT_NAME, export_onnx, onnx_scores, quantize_int8
+from rankstill.export.parity import FP32_MAX_ABS_DIFF, ranking_parity
+from rankstill.export.triton_repo import config_pbtxt, set_default, write_entry
+from rankstill.model_repo import default_model_name, list_models, load_model
+from rankstill.pair_tokenizer import PairTokenizer
+
+from conftest import MODEL_REPO
+
+SHAPE = StudentShape(layers=2, hidden=64, heads=2, intermediate=128, max_length=48)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    student = build_student(SHAPE, default_backbone()).eval()
+    tokenizer = PairTokenizer.from_file(default_backbone() / "tokenizer.json", SHAPE.max_length)
+    path = export_onnx(student, tokenizer, tmp_path_factory.mktemp("onnx") / "model.onnx")
+    return student, tokenizer, path
+
+
+def _validation_pairs(judgments, queries=40):
+    validation = judgments[judgments["split"] == "validation"]
+    keep = list(dict.fromkeys(validation["query"]))[:queries]
+    return validation[validation["query"].isin(keep)].rename(columns={"product_title": "item_text"})
+
+
+def test_onnx_matches_pytorch_on_real_pairs_of_any_batch_and_length(exported, judgments):
+    student, tokenizer, path = exported
+    pairs = _validation_pairs(judgments)
+    queries, items = list(pairs["query"]), list(pairs["item_text"])
+    for batch_size in (1, 7, 64):  # dynamic batch and sequence axes
+        reference = score_pairs(student, tokenizer, queries, items, batch_size=batch_size)
+        exported_scores = onnx_scores(path, tokenizer, queries, items, batch_size=batch_size)
+        assert np.max(np.abs(reference - exported_scores)) <= FP32_MAX_ABS_DIFF
+
+
+def test_triton_config_names_the_graphs_inputs_and_output(exported, tmp_path):
+    _, _, path = exported
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == list(INPUT_NAMES)
+    assert [o.name for o in graph.output] == [OUTPUT_NAME]
+    text = config_pbtxt("some-model", max_batch_size=128)
+    assert 'platform: "onnxruntime_onnx"' in text and "max_batch_size: 128" in text
+    assert re.findall(r'name: "(\w+)" data_type: TYPE_INT64', text) == list(INPUT_NAMES)
+    assert "dynamic_batching" in text and "max_queue_delay_microseconds" in text
+
+
+def test_repository_entry_round_trips_through_the_loader(exported, tmp_path):
+    _, _, path = exported
+    tokenizer_file = default_backbone() / "tokenizer.json"
+    for name in ("b-model", "a-model"):
+        write_entry(tmp_path, name, 3, path, tokenizer_file, {"task": "rerank", "max_length": 48})
+    set_default(tmp_path, "rerank", "b-model")
+    (tmp_path / "incomplete").mkdir()
+    assert [entry.name for entry in list_models(tmp_path)] == ["a-model", "b-model"]
+    assert default_model_name(tmp_path) == "b-model"
+    entry = load_model(tmp_path)
+    assert entry.version == 3 and entry.onnx_path.is_file() and entry.max_length == 48
+    assert (tmp_path / "b-model" / "config.pbtxt").read_text().startswith('name: "b-model"')
+
+
+def test_committed_default_student_is_small_and_documented():
+    entry = load_model(MODEL_REPO)
+    assert entry.onnx_path.stat().st_size <= 20 * 1024 * 1024
+    assert entry.metadata["parity"]["fp32_vs_pytorch"]["max_abs_diff"] <= FP32_MAX_ABS_DIFF
+    quality = entry.metadata["quality"]["validation"]["ndcg@10"]
+    assert quality["student"] > quality["random"]
+
+
+def test_committed_int8_variant_ranks_like_fp32_within_stated_tolerance(judgments):
+    fp32 = load_model(MODEL_REPO)
+    int8 = load_model(MODEL_REPO, f"{fp32.name}-int8")
+    tokenizer = PairTokenizer.from_file(fp32.tokenizer_path, fp32.max_length)
+    pairs = _validation_pairs(judgments, queries=300).rename(columns={"gain": "gain"})
+    queries, items = list(pairs["query"]), list(pairs["item_text"])
+    report = ranking_parity(pairs, onnx_scores(fp32.onnx_path, tokenizer, queries, items),
+                            onnx_scores(int8.onnx_path, tokenizer, queries, items))
+    assert report["passed"], report
+    assert int8.onnx_path.stat().st_size < fp32.onnx_path.stat().st_size / 2
+
+
+def test_int8_quantization_writes_a_runnable_model(exported, tmp_path):
+    _, tokenizer, path = exported
+    int8_path = quantize_int8(path, tmp_path / "int8.onnx")
+    session = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+    out = session.run(None, tokenizer.encode(["drill"], ["cordless drill"]).as_feeds())[0]
+    assert out.shape == (1, 1) and np.isfinite(out).all()
