@@ -85,14 +85,18 @@ def load_student(directory: Path) -> tuple[BertForSequenceClassification, dict]:
 @torch.inference_mode()
 def score_pairs(student: BertForSequenceClassification, tokenizer, queries: list[str],
                 items: list[str], batch_size: int = 256) -> np.ndarray:
-    """Student logits for (query, item) pairs, tokenized exactly as the server does."""
+    """Student logits for (query, item) pairs, tokenized exactly as the server does.
+
+    Pairs are batched in order of length so each batch pads little.
+    """
     was_training = student.training
     student.eval()
+    order = np.argsort([len(q) + len(i) for q, i in zip(queries, items)], kind="stable")
     out = np.empty(len(queries), dtype=np.float32)
-    for start in range(0, len(queries), batch_size):
-        stop = start + batch_size
-        encoded = tokenizer.encode(queries[start:stop], items[start:stop])
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        encoded = tokenizer.encode([queries[r] for r in rows], [items[r] for r in rows])
         feeds = {name: torch.from_numpy(value) for name, value in encoded.as_feeds().items()}
-        out[start:stop] = student(**feeds).logits[:, 0].numpy()
+        out[rows] = student(**feeds).logits[:, 0].numpy()
     student.train(was_training)
     return out

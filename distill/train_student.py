@@ -28,13 +28,26 @@ def query_lists(labels: pd.DataFrame, max_items: int) -> list[tuple[str, list[st
     return lists
 
 
+def student_logits(student, tokenizer: PairTokenizer, queries: list[str], items: list[str],
+                   chunks: int = 4) -> torch.Tensor:
+    """Logits for all pairs, run in length-sorted chunks so short pairs are not padded to the longest."""
+    encoded = tokenizer.encode(queries, items)
+    lengths = encoded.attention_mask.sum(axis=1)
+    order = np.argsort(lengths, kind="stable")
+    outputs = []
+    for rows in np.array_split(order, min(chunks, len(order))):
+        width = int(lengths[rows].max())
+        feeds = {name: torch.from_numpy(np.ascontiguousarray(value[rows, :width]))
+                 for name, value in encoded.as_feeds().items()}
+        outputs.append(student(**feeds).logits[:, 0])
+    return torch.cat(outputs)[torch.from_numpy(np.argsort(order, kind="stable"))]
+
+
 def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: float) -> torch.Tensor:
     """Margin-MSE over each query's items, plus `bce_weight` × soft BCE against σ(teacher)."""
     queries = [query for query, items, _ in lists for _ in items]
     items = [item for _, items, _ in lists for item in items]
-    encoded = tokenizer.encode(queries, items)
-    feeds = {name: torch.from_numpy(value) for name, value in encoded.as_feeds().items()}
-    flat = student(**feeds).logits[:, 0]
+    flat = student_logits(student, tokenizer, queries, items)
     width = max(len(items) for _, items, _ in lists)
     scores = torch.zeros(len(lists), width)
     teacher = torch.zeros(len(lists), width)

@@ -38,7 +38,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                   description="Rerank (query, documents) with a distilled cross-encoder student.")
     app.state.service = service
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    _add_error_handlers(app, service, metrics, settings)
+    _add_error_handlers(app, metrics, settings)
 
     @app.post("/rerank", response_model=RerankResponse | list[TeiResult], responses=ERRORS,
               response_model_exclude_none=True,
@@ -104,15 +104,14 @@ def create_app(settings: ServerSettings) -> FastAPI:
     return app
 
 
-def _add_error_handlers(app: FastAPI, service: RerankService, metrics: ServerMetrics,
-                        settings: ServerSettings) -> None:
+def _add_error_handlers(app: FastAPI, metrics: ServerMetrics, settings: ServerSettings) -> None:
     @app.exception_handler(RequestError)
     async def request_error(_: Request, error: RequestError):
         return JSONResponse({"detail": error.detail}, status_code=error.status)
 
     @app.exception_handler(Overloaded)
-    async def overloaded(request: Request, error: Overloaded):
-        metrics.rejected.labels(service.default_model).inc()
+    async def overloaded(_: Request, error: Overloaded):
+        metrics.rejected.inc()
         return JSONResponse({"detail": f"server overloaded ({error}); retry later"}, status_code=503,
                             headers={"Retry-After": str(settings.retry_after_seconds)})
 

@@ -29,7 +29,7 @@ class ServerMetrics:
         self.truncated = Counter("rankstill_truncated_pairs", "Pairs cut to the model's max length",
                                  ["model"], registry=r)
         self.rejected = Counter("rankstill_overload_rejections", "Requests refused with 503 (queue full)",
-                                ["model"], registry=r)
+                                registry=r)
 
     def batch_observer(self, model: str):
         def observe(requests: int, scored) -> None:
