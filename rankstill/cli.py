@@ -46,7 +46,7 @@ def label_command(
     teacher: Path = typer.Option(Path("runs/teacher"), help="Teacher checkpoint directory (from `rankstill teacher train`, or any HF sequence-classification checkpoint)."),
     gguf_file: Optional[str] = typer.Option(None, help="GGUF file inside --teacher (decoder LLMs)."),
     out: Path = typer.Option(Path("runs/labels"), help="Label store folder (Parquet parts + manifest.json)."),
-    k: int = typer.Option(6, help="Unjudged BM25 candidates per training query."),
+    k: int = typer.Option(8, help="Unjudged BM25 candidates per training query."),
     batch_size: int = typer.Option(64, help="Pairs per teacher forward pass."),
     part_size: int = typer.Option(4096, help="Pairs per Parquet part (the unit of resumption)."),
     max_length: int = typer.Option(64, help="Tokens per pair for the teacher."),
@@ -73,6 +73,7 @@ def train_command(
     backbone: Optional[Path] = typer.Option(None, help="Checkpoint whose tokenizer and (PCA-projected) embeddings start the student; default all-MiniLM-L6-v2."),
     layers: int = typer.Option(2), hidden: int = typer.Option(128), heads: int = typer.Option(2),
     intermediate: int = typer.Option(512), max_length: int = typer.Option(64, help="Tokens per pair; longer pairs are truncated."),
+    dropout: float = typer.Option(0.1),
     epochs: int = typer.Option(8), queries_per_step: int = typer.Option(16),
     max_items: int = typer.Option(32, help="Items per query used in one Margin-MSE list."),
     lr: float = typer.Option(1e-3), bce_weight: float = typer.Option(0.1, help="Weight of the pointwise soft-BCE term."),
@@ -83,7 +84,7 @@ def train_command(
     from rankstill.distill.teacher import default_backbone
     from rankstill.distill.train_student import train_student
 
-    shape = StudentShape(layers, hidden, heads, intermediate, max_length)
+    shape = StudentShape(layers, hidden, heads, intermediate, max_length, dropout)
     train_student(labels, out, backbone or default_backbone(), shape, epochs, queries_per_step,
                   max_items, lr, bce_weight, max_steps)
 
@@ -116,9 +117,16 @@ def serve_command(
     max_batch_pairs: int = typer.Option(256, help="Most (query, document) pairs merged into one model run."),
     max_queued_pairs: int = typer.Option(8192, help="Queue bound in pairs; beyond it requests get 503 + Retry-After."),
     threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads (default: all cores)."),
+    backend: str = typer.Option("onnxruntime", help="onnxruntime: run the model in-process (default); triton: send batches to a Triton server."),
+    triton_url: str = typer.Option("127.0.0.1:8001", help="gRPC address of the Triton server (with --backend triton)."),
+    triton_timeout: float = typer.Option(10.0, help="Seconds to wait for Triton before answering 504."),
     log_level: str = typer.Option("info"),
 ) -> None:
-    """Serve POST /rerank (Jina/Cohere/TEI shapes), /v2/rerank (Cohere v2), /metrics and /docs."""
+    """Serve POST /rerank (Jina/Cohere/TEI shapes), /v2/rerank (Cohere v2), /metrics and /docs.
+
+    The tokenizer and limits always come from --model-repo; with --backend triton the model
+    itself runs in Triton (start one with `rankstill triton`).
+    """
     import uvicorn
 
     from rankstill.server.app import create_app
@@ -126,8 +134,31 @@ def serve_command(
 
     settings = ServerSettings(model_repo=model_repo, default_model=model, max_documents=max_documents,
                               max_batch_pairs=max_batch_pairs, max_queued_pairs=max_queued_pairs,
-                              threads=threads)
+                              threads=threads, backend=backend, triton_url=triton_url,
+                              triton_timeout_s=triton_timeout)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+
+@app.command("triton")
+def triton_command(
+    model_repo: Path = typer.Option(Path("model_repo"), help="Model repository to serve."),
+    workdir: Path = typer.Option(Path("runs/triton"), help="Where the runtime repository and backends are laid out."),
+    python: Path = typer.Option(Path(".venv-triton/bin/python"), help="Interpreter of the Triton virtualenv (nvidia-pytriton, numpy<2, onnxruntime); `make triton-env` makes it."),
+    http_port: int = typer.Option(8010), grpc_port: int = typer.Option(8001), metrics_port: int = typer.Option(8002),
+    threads: int = typer.Option(0, help="ONNX Runtime intra-op threads per model instance (0: all cores)."),
+) -> None:
+    """Run a real Triton Inference Server on 127.0.0.1 over --model-repo until Ctrl-C."""
+    from rankstill.server.triton.launcher import TritonPorts, running_triton
+
+    ports = TritonPorts(http_port, grpc_port, metrics_port)
+    with running_triton(model_repo, workdir, python, ports, threads=threads) as server:
+        typer.echo(f"Triton ready: models {server.models}; gRPC {server.grpc_url}, HTTP {server.http_url}, "
+                   f"metrics {server.metrics_url}. Ctrl-C stops it.")
+        try:
+            server.process.wait()
+        except KeyboardInterrupt:
+            typer.echo("stopping Triton")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rankstill import __version__
 
+from .backend import BackendTimeout, BackendUnavailable
 from .batcher import Overloaded
 from .metrics import MetricsMiddleware, ServerMetrics
 from .schemas import (CohereV2Meta, CohereV2Request, CohereV2Response, CohereV2Result, ErrorBody,
@@ -19,7 +20,7 @@ from .schemas import (CohereV2Meta, CohereV2Request, CohereV2Response, CohereV2R
 from .service import RequestError, RerankService
 from .settings import ServerSettings
 
-ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503, 504)}
 TRUNCATED_HEADER = "X-Truncated-Documents"
 
 
@@ -82,8 +83,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/readyz", summary="Readiness: models loaded and warmed up")
     async def readyz():
-        if not service.ready:
-            return JSONResponse({"status": "starting"}, status_code=503)
+        if not service.is_ready():
+            return JSONResponse({"status": "not ready", "backend": settings.backend}, status_code=503)
         return {"status": "ready", "models": sorted(service.models)}
 
     @app.get("/info", summary="Served models and their limits")
@@ -114,6 +115,15 @@ def _add_error_handlers(app: FastAPI, metrics: ServerMetrics, settings: ServerSe
         metrics.rejected.inc()
         return JSONResponse({"detail": f"server overloaded ({error}); retry later"}, status_code=503,
                             headers={"Retry-After": str(settings.retry_after_seconds)})
+
+    @app.exception_handler(BackendUnavailable)
+    async def backend_unavailable(_: Request, error: BackendUnavailable):
+        return JSONResponse({"detail": str(error)}, status_code=503,
+                            headers={"Retry-After": str(settings.retry_after_seconds)})
+
+    @app.exception_handler(BackendTimeout)
+    async def backend_timeout(_: Request, error: BackendTimeout):
+        return JSONResponse({"detail": str(error)}, status_code=504)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError):

@@ -9,7 +9,7 @@ import numpy as np
 from rankstill.model_repo import ModelEntry, default_model_name, list_models
 from rankstill.pair_tokenizer import PairTokenizer
 
-from .backend import OnnxRuntimeBackend
+from .backend import Backend, OnnxRuntimeBackend, TritonBackend
 from .batcher import MicroBatcher
 from .engine import Scored, ScoringEngine
 from .metrics import ServerMetrics
@@ -60,8 +60,7 @@ class RerankService:
             if entry.task != "rerank":
                 continue
             tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
-            engine = ScoringEngine(tokenizer, OnnxRuntimeBackend(entry.onnx_path, self.settings.threads),
-                                   chunk_pairs=self.settings.max_batch_pairs)
+            engine = ScoringEngine(tokenizer, self._backend(entry), chunk_pairs=self.settings.max_batch_pairs)
             batcher = MicroBatcher(engine.score, self.settings.max_batch_pairs,
                                    self.settings.max_queued_pairs, self.metrics.batch_observer(entry.name))
             self.models[entry.name] = LoadedModel(entry, engine, batcher)
@@ -69,9 +68,21 @@ class RerankService:
             raise LookupError(f"default model {self.default_model!r} is not a rerank model in "
                               f"{self.settings.model_repo} (found {sorted(self.models)})")
 
+    def _backend(self, entry: ModelEntry) -> Backend:
+        if self.settings.backend == "triton":
+            return TritonBackend(self.settings.triton_url, entry.name, entry.max_length,
+                                 self.settings.triton_timeout_s)
+        if self.settings.backend == "onnxruntime":
+            return OnnxRuntimeBackend(entry.onnx_path, self.settings.threads)
+        raise ValueError(f"unknown backend {self.settings.backend!r} (onnxruntime or triton)")
+
+    def is_ready(self) -> bool:
+        return self.ready and all(model.engine.backend.is_ready() for model in self.models.values())
+
     def start(self) -> None:
         for model in self.models.values():
-            model.engine.score(["warm-up query"], ["warm-up document"])
+            if model.engine.backend.is_ready():  # a remote backend may come up later
+                model.engine.score(["warm-up query"], ["warm-up document"])
             model.batcher.start()
             self.metrics.queued_pairs.labels(model.entry.name).set_function(
                 lambda b=model.batcher: b.queued_pairs)

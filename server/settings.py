@@ -15,3 +15,6 @@ class ServerSettings:
     max_queued_pairs: int = 8192  # beyond this, requests get 503 + Retry-After
     threads: int | None = None  # ONNX Runtime intra-op threads; None: all cores
     retry_after_seconds: int = 1
+    backend: str = "onnxruntime"  # onnxruntime (in-process) | triton
+    triton_url: str = "127.0.0.1:8001"  # gRPC address of a Triton server (backend=triton)
+    triton_timeout_s: float = 10.0

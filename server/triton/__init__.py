@@ -1,0 +1,1 @@
+"""Serving `model_repo/` from a real Triton Inference Server."""
