@@ -114,7 +114,10 @@ def main() -> None:
     parser.add_argument("--model-repo", type=Path, default=Path("model_repo"))
     parser.add_argument("--model", default=None, help="Model to time (default: the repository's default).")
     parser.add_argument("--teacher", type=Path, default=None, help="Teacher checkpoint to compare with.")
-    parser.add_argument("--url", default=None, help="A running server; default: start one.")
+    parser.add_argument("--url", default=None, help="A running server; default: start one per backend.")
+    parser.add_argument("--backends", nargs="+", default=["embedded"], choices=["embedded", "triton"],
+                        help="triton also starts a real Triton server (needs `make triton-env`).")
+    parser.add_argument("--triton-python", type=Path, default=Path(".venv-triton/bin/python"))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1])
@@ -130,15 +133,25 @@ def main() -> None:
     report = {"model": entry.name, "candidates": args.candidates, "requests": len(payloads),
               "floor": time_floor(entry.onnx_path, tokenizer, payloads, None), "http": {}}
 
-    def run_http(url: str) -> None:
+    def run_http(url: str, backend: str) -> None:
         for concurrency in args.concurrency:
-            report["http"][str(concurrency)] = asyncio.run(time_http(url, payloads, concurrency, entry.name))
+            key = str(concurrency) if backend == "embedded" else f"{backend}-{concurrency}"
+            report["http"][key] = asyncio.run(time_http(url, payloads, concurrency, entry.name))
 
     if args.url:
-        run_http(args.url)
-    else:
-        with running_server("--model-repo", str(args.model_repo)) as url:
-            run_http(url)
+        run_http(args.url, "embedded")
+    for backend in [] if args.url else args.backends:
+        if backend == "embedded":
+            with running_server("--model-repo", str(args.model_repo)) as url:
+                run_http(url, backend)
+            continue
+        from rankstill.server.triton.launcher import running_triton
+
+        with tempfile.TemporaryDirectory() as workdir, \
+                running_triton(args.model_repo, Path(workdir), args.triton_python) as triton, \
+                running_server("--model-repo", str(args.model_repo), "--backend", "triton",
+                               "--triton-url", triton.grpc_url) as url:
+            run_http(url, backend)
     # The floor again after the HTTP runs, so drift on a shared machine shows.
     report["floor_after"] = time_floor(entry.onnx_path, tokenizer, payloads, None)
     if args.teacher:

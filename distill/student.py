@@ -28,6 +28,7 @@ class StudentShape:
     intermediate: int = 512
     max_length: int = 64
     dropout: float = 0.1
+    identity_attention: bool = False
 
 
 def build_student(shape: StudentShape, backbone_dir: Path) -> BertForSequenceClassification:
@@ -42,7 +43,22 @@ def build_student(shape: StudentShape, backbone_dir: Path) -> BertForSequenceCla
     )
     student = BertForSequenceClassification(config)
     _project_embeddings(student, backbone_dir, shape.hidden)
+    if shape.identity_attention:
+        _identity_query_key(student)
     return student
+
+
+def _identity_query_key(student: BertForSequenceClassification) -> None:
+    """Start query and key projections at the identity, so attention begins as token similarity.
+
+    A document token then attends most to identical or similar tokens (in the query too):
+    a lexical-match prior that a small cross-encoder otherwise has to discover.
+    """
+    with torch.no_grad():
+        for layer in student.bert.encoder.layer:
+            for projection in (layer.attention.self.query, layer.attention.self.key):
+                projection.weight.copy_(torch.eye(projection.weight.shape[0]))
+                projection.bias.zero_()
 
 
 def _project_embeddings(student: BertForSequenceClassification, backbone_dir: Path, width: int) -> None:

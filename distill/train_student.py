@@ -78,7 +78,8 @@ def evaluate_student(student, tokenizer: PairTokenizer, judged: pd.DataFrame) ->
 
 def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: StudentShape,
                   epochs: int, queries_per_step: int, max_items: int, lr: float,
-                  bce_weight: float, max_steps: int | None = None, seed: int = 0) -> dict:
+                  bce_weight: float, max_steps: int | None = None, seed: int = 0,
+                  freeze_word_embeddings: bool = False) -> dict:
     store = LabelStore(labels_dir)
     train_lists = query_lists(store.read(split="train"), max_items)
     validation = store.read(split="validation")
@@ -89,9 +90,12 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     generator = np.random.default_rng(seed)
     tokenizer = PairTokenizer.from_file(backbone_dir / "tokenizer.json", shape.max_length)
     student = build_student(shape, backbone_dir)
+    # The 30k-token table is most of a small student's weights; frozen, it cannot memorise queries.
+    student.bert.embeddings.word_embeddings.weight.requires_grad_(not freeze_word_embeddings)
     steps_per_epoch = math.ceil(len(train_lists) / queries_per_step)
     total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.01)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
     warmup = max(1, total // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / (total - warmup + 1))))
@@ -111,7 +115,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
             batch = [train_lists[i] for i in order[start:start + queries_per_step]]
             loss = distillation_loss(student, tokenizer, batch, bce_weight)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -136,7 +140,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
         "train_queries": len(train_lists), "train_pairs": sum(len(i) for _, i, _ in train_lists),
         "validation": best_report, "history": history,
         "test": evaluate_student(student, tokenizer, test) if len(test) else None,
-        "labels": str(labels_dir),
+        "labels": str(labels_dir), "freeze_word_embeddings": freeze_word_embeddings,
     }
     save_student(student, out, backbone_dir / "tokenizer.json", shape,
                  {"report": final, "teacher_ids": teacher_ids})

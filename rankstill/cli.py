@@ -74,7 +74,9 @@ def train_command(
     layers: int = typer.Option(2), hidden: int = typer.Option(128), heads: int = typer.Option(2),
     intermediate: int = typer.Option(512), max_length: int = typer.Option(64, help="Tokens per pair; longer pairs are truncated."),
     dropout: float = typer.Option(0.1),
-    epochs: int = typer.Option(8), queries_per_step: int = typer.Option(16),
+    identity_attention: bool = typer.Option(True, help="Start attention query/key projections at the identity (a lexical-match prior)."),
+    freeze_word_embeddings: bool = typer.Option(True, help="Keep the PCA-projected word embeddings fixed (less memorisation)."),
+    epochs: int = typer.Option(4), queries_per_step: int = typer.Option(16),
     max_items: int = typer.Option(32, help="Items per query used in one Margin-MSE list."),
     lr: float = typer.Option(1e-3), bce_weight: float = typer.Option(0.1, help="Weight of the pointwise soft-BCE term."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
@@ -84,9 +86,9 @@ def train_command(
     from rankstill.distill.teacher import default_backbone
     from rankstill.distill.train_student import train_student
 
-    shape = StudentShape(layers, hidden, heads, intermediate, max_length, dropout)
+    shape = StudentShape(layers, hidden, heads, intermediate, max_length, dropout, identity_attention)
     train_student(labels, out, backbone or default_backbone(), shape, epochs, queries_per_step,
-                  max_items, lr, bce_weight, max_steps)
+                  max_items, lr, bce_weight, max_steps, freeze_word_embeddings=freeze_word_embeddings)
 
 
 @app.command("export")
