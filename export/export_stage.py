@@ -23,7 +23,7 @@ class ParityError(RuntimeError):
 
 
 def export_student(student_dir: Path, labels_dir: Path, repo: Path, name: str, version: int,
-                   int8: bool, make_default: bool) -> dict:
+                   int8: bool, make_default: bool, device: str = "cpu") -> dict:
     student, card = load_student(student_dir)
     max_length = card["shape"]["max_length"]
     tokenizer_file = student_dir / "tokenizer.json"
@@ -41,7 +41,7 @@ def export_student(student_dir: Path, labels_dir: Path, repo: Path, name: str, v
         if not parity["passed"]:
             raise ParityError(f"ONNX fp32 differs from PyTorch: {parity}")
         metadata = _metadata(card, max_length, "fp32", {"fp32_vs_pytorch": parity}, len(queries))
-        write_entry(repo, name, version, fp32_path, tokenizer_file, metadata)
+        write_entry(repo, name, version, fp32_path, tokenizer_file, metadata, device)
         results[name] = metadata
         if int8:
             int8_path = quantize_int8(fp32_path, Path(scratch) / "int8.onnx")
@@ -50,7 +50,7 @@ def export_student(student_dir: Path, labels_dir: Path, repo: Path, name: str, v
             if not ranking["passed"]:
                 raise ParityError(f"int8 ranks differently beyond tolerance: {ranking}")
             metadata = _metadata(card, max_length, "int8", {"int8_vs_fp32_ranking": ranking}, len(queries))
-            write_entry(repo, f"{name}-int8", version, int8_path, tokenizer_file, metadata)
+            write_entry(repo, f"{name}-int8", version, int8_path, tokenizer_file, metadata, device)
             results[f"{name}-int8"] = metadata
     if make_default:
         set_default(repo, "rerank", name)

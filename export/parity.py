@@ -8,10 +8,11 @@ import pandas as pd
 from rankstill.metrics import kendall_tau, mean_defined, ndcg_at_k
 
 FP32_MAX_ABS_DIFF = 1e-4
-# int8 cannot keep every near-tie in order; these are the stated, tested tolerances.
-INT8_MIN_IDENTICAL_ORDER = 0.90  # share of validation queries whose full order is unchanged
-INT8_MIN_KENDALL_TAU = 0.97  # mean over queries, int8 vs fp32
-INT8_MAX_NDCG_DROP = 0.005  # NDCG@10 against human labels, fp32 minus int8
+# int8 matrix products reorder near-ties (items whose fp32 logits differ by ~1e-3), so the
+# full order of every query cannot be kept; these are the stated, tested tolerances. The
+# share of queries whose full order is unchanged is reported, not gated.
+INT8_MIN_KENDALL_TAU = 0.95  # mean over queries, int8 vs fp32
+INT8_MAX_NDCG_DROP = 0.002  # NDCG@10 against human labels, fp32 minus int8 (~10% of the teacher's gain over random)
 
 
 def value_parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
@@ -35,13 +36,11 @@ def ranking_parity(frame: pd.DataFrame, reference: np.ndarray, candidate: np.nda
         "mean_kendall_tau": mean_defined(taus),
         "ndcg@10_reference": mean_defined(ndcg_reference),
         "ndcg@10_candidate": mean_defined(ndcg_candidate),
-        "tolerance": {"min_identical_order_share": INT8_MIN_IDENTICAL_ORDER,
-                      "min_mean_kendall_tau": INT8_MIN_KENDALL_TAU,
+        "tolerance": {"min_mean_kendall_tau": INT8_MIN_KENDALL_TAU,
                       "max_ndcg@10_drop": INT8_MAX_NDCG_DROP},
     }
     report["passed"] = bool(
-        report["identical_order_share"] >= INT8_MIN_IDENTICAL_ORDER
-        and report["mean_kendall_tau"] >= INT8_MIN_KENDALL_TAU
+        report["mean_kendall_tau"] >= INT8_MIN_KENDALL_TAU
         and report["ndcg@10_reference"] - report["ndcg@10_candidate"] <= INT8_MAX_NDCG_DROP
     )
     return report

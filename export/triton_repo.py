@@ -12,16 +12,26 @@ from .onnx_export import INPUT_NAMES, OUTPUT_NAME
 
 
 def config_pbtxt(name: str, max_batch_size: int = 256, preferred_batch_sizes=(64, 128, 256),
-                 max_queue_delay_us: int = 1000, instances: int = 1) -> str:
-    """Triton config for the native ONNX Runtime backend, with dynamic batching.
+                 max_queue_delay_us: int = 1000, instances: int = 1, device: str = "cpu",
+                 warmup_length: int = 16) -> str:
+    """Triton config for the native ONNX Runtime backend, with dynamic batching and a warm-up.
 
     The batch dimension is implicit (max_batch_size > 0); the sequence axis is dynamic.
+    `device="gpu"` places instances on the GPU and asks ONNX Runtime for its TensorRT
+    execution provider (fp16).
     """
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be cpu or gpu, not {device!r}")
     inputs = ",\n".join(
         f'  {{ name: "{input_name}" data_type: TYPE_INT64 dims: [ -1 ] }}' for input_name in INPUT_NAMES
     )
+    warmup_inputs = "\n".join(
+        f'    inputs {{ key: "{input_name}" value: {{ data_type: TYPE_INT64 dims: [ {warmup_length} ] zero_data: true }} }}'
+        for input_name in INPUT_NAMES
+    )
     preferred = ", ".join(str(size) for size in preferred_batch_sizes)
-    return f"""name: "{name}"
+    kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
+    config = f"""name: "{name}"
 platform: "onnxruntime_onnx"
 max_batch_size: {max_batch_size}
 input [
@@ -34,13 +44,26 @@ dynamic_batching {{
   preferred_batch_size: [ {preferred} ]
   max_queue_delay_microseconds: {max_queue_delay_us}
 }}
-instance_group [ {{ count: {instances} kind: KIND_CPU }} ]
+instance_group [ {{ count: {instances} kind: {kind} }} ]
 version_policy: {{ latest: {{ num_versions: 1 }} }}
+model_warmup [
+  {{
+    name: "zeros"
+    batch_size: 1
+{warmup_inputs}
+  }}
+]
 """
+    if device == "gpu":
+        config += """optimization { execution_accelerators {
+  gpu_execution_accelerator: [ { name: "tensorrt" parameters { key: "precision_mode" value: "FP16" } } ]
+} }
+"""
+    return config
 
 
 def write_entry(repo: Path, name: str, version: int, onnx_file: Path, tokenizer_file: Path,
-                metadata: dict) -> Path:
+                metadata: dict, device: str = "cpu") -> Path:
     """Copy the model, tokenizer, metadata and Triton config into `repo/name/`."""
     model_dir = repo / name
     version_dir = model_dir / str(version)
@@ -48,7 +71,7 @@ def write_entry(repo: Path, name: str, version: int, onnx_file: Path, tokenizer_
     shutil.copyfile(onnx_file, version_dir / MODEL_FILE)
     shutil.copyfile(tokenizer_file, model_dir / TOKENIZER_FILE)
     (model_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    (model_dir / "config.pbtxt").write_text(config_pbtxt(name))
+    (model_dir / "config.pbtxt").write_text(config_pbtxt(name, device=device))
     return model_dir
 
 

@@ -100,11 +100,12 @@ def export_command(
     version: int = typer.Option(1, help="Model version (sub-folder)."),
     int8: bool = typer.Option(True, help="Also write a dynamically quantized int8 variant as NAME-int8."),
     make_default: bool = typer.Option(True, "--default/--no-default", help="Make NAME the repository's default rerank model."),
+    device: str = typer.Option("cpu", help="cpu, or gpu: Triton instances on the GPU with ONNX Runtime's TensorRT provider (fp16)."),
 ) -> None:
     """Export the student to ONNX, check parity with PyTorch (and int8 ranking), write model_repo/NAME."""
     from rankstill.export.export_stage import export_student
 
-    results = export_student(student, labels, model_repo, name, version, int8, make_default)
+    results = export_student(student, labels, model_repo, name, version, int8, make_default, device)
     for model_name, metadata in results.items():
         typer.echo(f"{model_repo / model_name}: {metadata['parity']}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from contextlib import asynccontextmanager
 
@@ -83,7 +84,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/readyz", summary="Readiness: models loaded and warmed up")
     async def readyz():
-        if not service.is_ready():
+        if not await asyncio.to_thread(service.is_ready):  # a remote backend is asked over the network
             return JSONResponse({"status": "not ready", "backend": settings.backend}, status_code=503)
         return {"status": "ready", "models": sorted(service.models)}
 

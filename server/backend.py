@@ -88,6 +88,6 @@ class TritonBackend:
         from tritonclient.utils import InferenceServerException
 
         try:
-            return bool(self._client.is_model_ready(self.model_name))
+            return bool(self._client.is_model_ready(self.model_name, client_timeout=2.0))
         except InferenceServerException:
             return False

@@ -53,6 +53,12 @@ def test_triton_config_names_the_graphs_inputs_and_output(exported, tmp_path):
     assert 'platform: "onnxruntime_onnx"' in text and "max_batch_size: 128" in text
     assert re.findall(r'name: "(\w+)" data_type: TYPE_INT64', text) == list(INPUT_NAMES)
     assert "dynamic_batching" in text and "max_queue_delay_microseconds" in text
+    assert "model_warmup" in text and text.count("zero_data: true") == len(INPUT_NAMES)
+    assert "KIND_CPU" in text and "tensorrt" not in text
+    gpu = config_pbtxt("some-model", device="gpu")
+    assert "KIND_GPU" in gpu and 'name: "tensorrt"' in gpu and "FP16" in gpu
+    with pytest.raises(ValueError):
+        config_pbtxt("some-model", device="tpu")
 
 
 def test_repository_entry_round_trips_through_the_loader(exported, tmp_path):
