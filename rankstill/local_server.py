@@ -19,17 +19,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ready(url: str) -> bool:
+def _ready(url: str, path: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+        with urllib.request.urlopen(f"{url}{path}", timeout=1) as response:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
 
 
 @contextlib.contextmanager
-def running_server(*args: str, cwd: str | Path | None = None, timeout: float = 60.0):
-    """Yield the base URL of a fresh server started with `rankstill serve ARGS`; stop it after."""
+def running_server(*args: str, cwd: str | Path | None = None, timeout: float = 60.0,
+                   wait_for: str = "/readyz"):
+    """Yield the base URL of a fresh server started with `rankstill serve ARGS` once `wait_for`
+    answers 200 (use /healthz for a server that is not meant to become ready); stop it after."""
     port = free_port()
     command = [sys.executable, "-m", "rankstill.cli", "serve", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "warning", *args]
@@ -37,7 +39,7 @@ def running_server(*args: str, cwd: str | Path | None = None, timeout: float = 6
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
-        while not _ready(url):
+        while not _ready(url, wait_for):
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with code {process.returncode}")
             if time.monotonic() > deadline:

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from rankstill.model_repo import load_model
 
-from conftest import MODEL_REPO, running_server
+from conftest import INT8_BATCH_TOLERANCE, MODEL_REPO, running_server
 
 QUERY = "cordless drill"
 DOCUMENTS = ["DEWALT 20-Volt Max Lithium-Ion Cordless Drill/Driver Kit", "Delta Bathroom Faucet in Chrome",
@@ -91,7 +91,7 @@ def test_named_int8_model_is_served_too(server):
     assert answer["model"] == name
     expected = sigmoid(reference_logits(QUERY, DOCUMENTS, name))
     for result in answer["results"]:
-        assert result["relevance_score"] == pytest.approx(expected[result["index"]], abs=1e-4)
+        assert result["relevance_score"] == pytest.approx(expected[result["index"]], abs=INT8_BATCH_TOLERANCE)
 
 
 @pytest.mark.parametrize("body, fragment", [
