@@ -2,11 +2,17 @@
 
 Uses the Rust `tokenizers` library on the model's own `tokenizer.json`; pads each
 batch to its longest pair only (dynamic padding) and truncates pairs to `max_length`
-tokens, cutting the longer side first.
+tokens, cutting the longer side first (the library's `longest_first` rule).
+
+For BERT-style `[CLS] query [SEP] document [SEP]` tokenizers, each distinct text is
+tokenized once and its word pieces kept in a bounded cache: a rerank request repeats its
+query for every document, and catalogue documents recur across requests. Pairs are then
+assembled from the pieces, exactly as the library would encode them (tested).
 """
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,20 +44,72 @@ class EncodedBatch:
 
 
 class PairTokenizer:
-    def __init__(self, tokenizer: Tokenizer, max_length: int):
+    def __init__(self, tokenizer: Tokenizer, max_length: int, cache_size: int = 200_000):
         self.max_length = max_length
         self._tokenizer = tokenizer
         self._tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
         self._tokenizer.no_padding()
         self._pad_id = tokenizer.token_to_id("[PAD]") or 0
+        self._cls, self._sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+        # Pieces must be whole: pair truncation is applied after assembly.
+        self._piece_tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self._piece_tokenizer.no_truncation()
+        self._piece_tokenizer.no_padding()
+        self._pieces: collections.OrderedDict[str, list[int]] = collections.OrderedDict()
+        self._cache_size = cache_size
+        self._assemble = self._has_bert_pair_template()
 
     @classmethod
     def from_file(cls, path: str | Path, max_length: int) -> "PairTokenizer":
         return cls(Tokenizer.from_file(str(path)), max_length)
 
+    def _has_bert_pair_template(self) -> bool:
+        if self._cls is None or self._sep is None:
+            return False
+        probe = self._tokenizer.encode("query text", "document text")
+        pieces = [self._piece_tokenizer.encode(t, add_special_tokens=False).ids for t in ("query text", "document text")]
+        expected = [self._cls, *pieces[0], self._sep, *pieces[1], self._sep]
+        return probe.ids == expected and probe.type_ids == [0] * (len(pieces[0]) + 2) + [1] * (len(pieces[1]) + 1)
+
+    def _piece_ids(self, texts: list[str]) -> list[list[int]]:
+        """Word-piece ids of each text without special tokens, through the bounded cache."""
+        found = {}
+        for text in dict.fromkeys(texts):
+            if text in self._pieces:
+                self._pieces.move_to_end(text)
+                found[text] = self._pieces[text]
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            for text, encoding in zip(missing, self._piece_tokenizer.encode_batch(missing, add_special_tokens=False)):
+                found[text] = self._pieces[text] = encoding.ids
+            while len(self._pieces) > self._cache_size:
+                self._pieces.popitem(last=False)
+        return [found[t] for t in texts]
+
     def encode(self, queries: list[str], documents: list[str]) -> EncodedBatch:
         if len(queries) != len(documents):
             raise ValueError("queries and documents must have the same length")
+        if not self._assemble:
+            return self._encode_with_library(queries, documents)
+        budget = self.max_length - 3  # [CLS] q [SEP] d [SEP]
+        rows = []
+        truncated = np.zeros(len(queries), dtype=bool)
+        for row, (q, d) in enumerate(zip(self._piece_ids(queries), self._piece_ids(documents))):
+            keep_q, keep_d = _longest_first(len(q), len(d), budget)
+            truncated[row] = keep_q < len(q) or keep_d < len(d)
+            rows.append((q[:keep_q], d[:keep_d]))
+        width = max(len(q) + len(d) for q, d in rows) + 3
+        input_ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
+        for row, (q, d) in enumerate(rows):
+            first, n = len(q) + 2, len(q) + len(d) + 3
+            input_ids[row, :n] = [self._cls, *q, self._sep, *d, self._sep]
+            attention_mask[row, :n] = 1
+            token_type_ids[row, first:n] = 1
+        return EncodedBatch(input_ids, attention_mask, token_type_ids, truncated)
+
+    def _encode_with_library(self, queries: list[str], documents: list[str]) -> EncodedBatch:
         encodings = self._tokenizer.encode_batch(list(zip(queries, documents)))
         width = max(len(e.ids) for e in encodings)
         batch = len(encodings)
@@ -66,3 +124,18 @@ class PairTokenizer:
             token_type_ids[row, :n] = encoding.type_ids
             truncated[row] = bool(encoding.overflowing)
         return EncodedBatch(input_ids, attention_mask, token_type_ids, truncated)
+
+
+def _longest_first(n_first: int, n_second: int, budget: int) -> tuple[int, int]:
+    """Tokens kept of each side under the `longest_first` rule of the tokenizers library.
+
+    The shorter side is kept whole when the longer can give up enough; otherwise both are
+    cut to half the budget, the longer side keeping the odd token.
+    """
+    if n_first + n_second <= budget:
+        return n_first, n_second
+    short, long_ = sorted((n_first, n_second))
+    long_ = short if short > budget else max(short, budget - short)
+    if short + long_ > budget:
+        short, long_ = budget // 2, budget // 2 + budget % 2
+    return (long_, short) if n_first > n_second else (short, long_)

@@ -27,3 +27,38 @@ def test_truncates_to_max_length_and_flags_it():
     assert encoded.input_ids.shape[1] == 16
     assert encoded.truncated_rows.tolist() == [True, False]
     assert encoded.truncated == 1
+
+
+def _library_encoding(max_length, queries, documents):
+    raw = Tokenizer.from_file(str(TOKENIZER))
+    raw.no_padding()
+    raw.enable_truncation(max_length, strategy="longest_first")
+    return raw.encode_batch(list(zip(queries, documents)))
+
+
+def test_assembled_pairs_equal_the_library_encoding_on_real_and_long_pairs(judgments):
+    sample = judgments.sample(3000, random_state=0)
+    queries, documents = list(sample["query"]), list(sample["product_title"])
+    # Over-long cases: either side long, both long, equal lengths, odd and even budgets.
+    long_text = "stainless steel cordless drill " * 30
+    queries += [long_text, "drill", long_text, "a " * 40, "b " * 41]
+    documents += ["drill", long_text, long_text + "x", "c " * 40, "d " * 40]
+    for max_length in (16, 17, 64):
+        tokenizer = _tokenizer(max_length)
+        assert tokenizer._assemble
+        encoded = tokenizer.encode(queries, documents)
+        for row, expected in enumerate(_library_encoding(max_length, queries, documents)):
+            n = len(expected.ids)
+            assert encoded.input_ids[row, :n].tolist() == expected.ids
+            assert encoded.token_type_ids[row, :n].tolist() == expected.type_ids
+            assert encoded.attention_mask[row].sum() == n
+            assert encoded.truncated_rows[row] == bool(expected.overflowing)
+
+
+def test_cache_is_bounded_and_gives_the_same_ids():
+    tokenizer = PairTokenizer.from_file(TOKENIZER, 32)
+    tokenizer._cache_size = 3
+    first = tokenizer.encode(["q"] * 4, ["a b", "c d", "e f", "g h"])
+    assert len(tokenizer._pieces) == 3
+    again = tokenizer.encode(["q"] * 4, ["a b", "c d", "e f", "g h"])
+    assert (first.input_ids == again.input_ids).all()
