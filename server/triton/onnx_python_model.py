@@ -22,6 +22,7 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         threads = int(parameters.get("intra_op_threads", "0"))
         if threads:
             options.intra_op_num_threads = threads
