@@ -7,13 +7,16 @@
 # triton: port 8000 is the FastAPI front; Triton listens on 127.0.0.1 inside the container
 #         (HTTP 8010, gRPC 8001, metrics 8002; publish 8002 to scrape Triton's own metrics).
 
+FROM scratch AS source
+COPY pyproject.toml README.md /app/
+COPY rankstill /app/rankstill
+COPY server /app/server
+COPY export /app/export
+COPY distill /app/distill
+
 FROM python:3.11-slim AS serve
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY rankstill ./rankstill
-COPY server ./server
-COPY export ./export
-COPY distill ./distill
+COPY --from=source /app /app
 RUN pip install --no-cache-dir ".[serve]"
 COPY model_repo ./model_repo
 EXPOSE 8000
@@ -22,11 +25,7 @@ CMD ["rankstill", "serve", "--host", "0.0.0.0", "--port", "8000", "--model-repo"
 # The official Triton image has the native ONNX Runtime backend: model_repo/ is served as it is.
 FROM nvcr.io/nvidia/tritonserver:24.10-py3 AS triton
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY rankstill ./rankstill
-COPY server ./server
-COPY export ./export
-COPY distill ./distill
+COPY --from=source /app /app
 RUN pip install --no-cache-dir ".[triton]"
 COPY model_repo ./model_repo
 EXPOSE 8000 8002

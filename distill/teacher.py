@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from .schedule import warmup_linear_decay
 from .losses import soft_bce
 
 TEACHER_CARD = "rankstill_teacher.json"
@@ -115,10 +116,7 @@ def fine_tune(teacher: HFTeacher, queries: list[str], items: list[str], targets:
     total = int(steps_per_epoch * epochs)
     total = min(total, max_steps) if max_steps else total
     optimizer = torch.optim.AdamW(teacher.model.parameters(), lr=lr, weight_decay=0.01)
-    warmup = max(1, total // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / (total - warmup + 1)))
-    )
+    schedule = warmup_linear_decay(optimizer, total)
     teacher.model.train()
     lengths = np.array([len(q) + len(i) for q, i in zip(queries, items)])
     losses: list[float] = []

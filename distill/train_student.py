@@ -15,6 +15,7 @@ from rankstill.label_store import LabelStore
 from rankstill.pair_tokenizer import PairTokenizer
 
 from .evaluate import agreement_report, gain_retention, print_report, ranking_report, save_report
+from .schedule import warmup_linear_decay
 from .losses import margin_mse, soft_bce
 from .student import StudentShape, build_student, save_student, score_pairs
 
@@ -96,9 +97,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
-    warmup = max(1, total // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / (total - warmup + 1))))
+    schedule = warmup_linear_decay(optimizer, total)
 
     best_state, best_report, history = None, None, []
     bar = tqdm(total=total, desc="student distillation", unit="step")
