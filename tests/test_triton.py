@@ -99,3 +99,21 @@ def test_triton_down_gives_clear_503_not_a_hang():
         assert time.monotonic() - began < 15
     assert response.status_code in (503, 504)
     assert "Triton" in response.json()["detail"]
+
+
+def test_triton_that_never_answers_gives_504_within_the_timeout():
+    # A socket that accepts connections but never speaks gRPC: every call runs into its deadline.
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        url_of_silent = f"127.0.0.1:{silent.getsockname()[1]}"
+        with running_server("--model-repo", str(MODEL_REPO), "--backend", "triton", "--triton-url", url_of_silent,
+                            "--triton-timeout", "1", wait_for="/healthz") as url:
+            began = time.monotonic()
+            response = httpx.post(f"{url}/rerank", json={"query": QUERY, "documents": DOCUMENTS}, timeout=30)
+            elapsed = time.monotonic() - began
+    assert response.status_code == 504, response.text
+    assert "did not answer" in response.json()["detail"]
+    assert elapsed < 10
