@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +26,7 @@ import onnxruntime as ort
 
 from rankstill.distill.bm25 import TitleIndex
 from rankstill.distill.data import catalogue, load_judgments
-from rankstill.local_server import running_server
+from rankstill.local_server import free_port, running_server
 from rankstill.model_repo import load_model
 from rankstill.pair_tokenizer import PairTokenizer
 
@@ -33,6 +36,26 @@ def session_for(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@contextlib.contextmanager
+def slow_teacher(delay: float, fail: bool = False):
+    """The stand-in teacher of benchmarks/slow_teacher.py on a free loopback port."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("slow_teacher.py")),
+                                "--port", str(port), "--delay", str(delay), *(["--fail"] if fail else [])])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def percentiles(seconds: list[float]) -> dict:
@@ -170,8 +193,10 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="Model to time (default: the repository's default).")
     parser.add_argument("--teacher", type=Path, default=None, help="Teacher checkpoint to compare with.")
     parser.add_argument("--url", default=None, help="A running server; default: start one per backend.")
-    parser.add_argument("--backends", nargs="+", default=["embedded"], choices=["embedded", "triton"],
-                        help="triton also starts a real Triton server (needs `make triton-env`).")
+    parser.add_argument("--backends", nargs="+", default=["embedded"], choices=["embedded", "triton", "shadow"],
+                        help="triton also starts a real Triton server (needs `make triton-env`); shadow serves "
+                             "embedded with every request shadowed to a slow teacher (see --shadow-delay).")
+    parser.add_argument("--shadow-delay", type=float, default=2.0, help="Seconds the shadow teacher takes per call.")
     parser.add_argument("--triton-python", type=Path, default=Path(".venv-triton/bin/python"))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--candidates", type=int, default=100)
@@ -205,6 +230,13 @@ def main() -> None:
         if backend == "embedded":
             with running_server("--model-repo", str(args.model_repo)) as url:
                 run_http(url, backend)
+            continue
+        if backend == "shadow":
+            with slow_teacher(args.shadow_delay) as teacher_url, \
+                    running_server("--model-repo", str(args.model_repo), "--shadow-teacher", teacher_url,
+                                   "--shadow-rate", "1.0", "--shadow-timeout", str(args.shadow_delay + 1)) as url:
+                run_http(url, backend)
+                report["shadow_summary"] = httpx.get(f"{url}/shadow/summary").json()["counts"]
             continue
         from rankstill.server.triton.launcher import running_triton
 

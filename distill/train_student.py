@@ -82,10 +82,11 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
                   bce_weight: float, max_steps: int | None = None, seed: int = 0,
                   freeze_word_embeddings: bool = False) -> dict:
     store = LabelStore(labels_dir)
-    train_lists = query_lists(store.read(split="train"), max_items)
+    train_labels = store.read(split="train")
+    train_lists = query_lists(train_labels, max_items)
+    teacher_ids = sorted(set(train_labels["teacher_id"]))
     validation = store.read(split="validation")
     validation = validation[validation["source"] == "judged"]
-    teacher_ids = sorted(set(validation["teacher_id"]))
 
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
@@ -122,12 +123,14 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
             step += 1
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        report = evaluate_student(student, tokenizer, validation)
+        # Harvested shadow labels have no judged validation pairs: then the last epoch is kept.
+        report = evaluate_student(student, tokenizer, validation) if len(validation) else {"ndcg@10": None}
         report.update(epoch=epoch + 1, steps=step, train_loss=float(np.mean(losses)) if losses else None)
         history.append(report)
         tqdm.write(f"epoch {epoch + 1}: validation NDCG@10 {report['ndcg@10']}, "
-                   f"agreement {report['agreement']}")
-        if best_report is None or report["ndcg@10"]["student"] > best_report["ndcg@10"]["student"]:
+                   f"agreement {report.get('agreement')}")
+        if (best_report is None or report["ndcg@10"] is None
+                or report["ndcg@10"]["student"] > best_report["ndcg@10"]["student"]):
             best_state, best_report = copy.deepcopy(student.state_dict()), report
     bar.close()
 

@@ -123,6 +123,13 @@ def serve_command(
     backend: str = typer.Option("onnxruntime", help="onnxruntime: run the model in-process (default); triton: send batches to a Triton server."),
     triton_url: str = typer.Option("127.0.0.1:8001", help="gRPC address of the Triton server (with --backend triton)."),
     triton_timeout: float = typer.Option(10.0, help="Seconds to wait for Triton before answering 504."),
+    shadow_teacher: Optional[str] = typer.Option(None, help="URL of a teacher speaking the TEI /rerank shape (e.g. another `rankstill serve`): a sample of requests is copied to it after each response."),
+    shadow_rate: float = typer.Option(0.05, help="Share of requests shadowed; the X-Shadow header (1/0) forces or suppresses."),
+    shadow_timeout: float = typer.Option(5.0, help="Seconds per teacher call."),
+    shadow_concurrency: int = typer.Option(2, help="Teacher calls in flight at most."),
+    shadow_queue: int = typer.Option(256, help="Shadow jobs waiting at most; more are dropped and counted."),
+    shadow_labels: Optional[Path] = typer.Option(None, help="Label store folder where shadowed pairs (student and teacher scores) are written."),
+    shadow_teacher_id: str = typer.Option("shadow-teacher", help="Teacher id recorded with harvested labels."),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Serve POST /rerank (Jina/Cohere/TEI shapes), /v2/rerank (Cohere v2), /metrics and /docs.
@@ -134,11 +141,15 @@ def serve_command(
 
     from rankstill.server.app import create_app
     from rankstill.server.settings import ServerSettings
+    from rankstill.server.shadow import ShadowSettings
+
+    shadow = ShadowSettings(shadow_teacher, shadow_rate, shadow_timeout, shadow_concurrency, shadow_queue,
+                            label_store=shadow_labels, teacher_id=shadow_teacher_id) if shadow_teacher else None
 
     settings = ServerSettings(model_repo=model_repo, default_model=model, max_documents=max_documents,
                               max_batch_pairs=max_batch_pairs, max_queued_pairs=max_queued_pairs,
                               threads=threads, backend=backend, triton_url=triton_url,
-                              triton_timeout_s=triton_timeout)
+                              triton_timeout_s=triton_timeout, shadow=shadow)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
 

@@ -25,6 +25,8 @@ SCHEMA = pa.schema([
     ("split", pa.string()),  # train | validation | test
     ("human_label", pa.float32()),  # (relevance - 1) / 2 where humans judged the pair, else null
     ("bm25_score", pa.float32()),  # null where unknown
+    ("student_score", pa.float32()),  # shadow scoring: the served student's logit, else null
+    ("student_model", pa.string()),  # shadow scoring: which model answered, else null
 ])
 
 
@@ -41,6 +43,7 @@ class LabelStore:
     def write_part(self, name: str, columns: dict) -> Path:
         """Write one part atomically (temporary file, then rename)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        columns = {name: columns.get(name, [None] * len(next(iter(columns.values())))) for name in SCHEMA.names}
         table = pa.Table.from_pydict(columns, schema=SCHEMA)
         final = self.part_path(name)
         temporary = final.with_suffix(".parquet.tmp")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import BackgroundTasks, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,9 +21,11 @@ from .schemas import (CohereV2Meta, CohereV2Request, CohereV2Response, CohereV2R
                       RerankDocument, RerankRequest, RerankResponse, RerankResult, TeiResult, Usage)
 from .service import RequestError, RerankService
 from .settings import ServerSettings
+from .shadow import ShadowScorer
 
 ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503, 504)}
 TRUNCATED_HEADER = "X-Truncated-Documents"
+SHADOW_HEADER_HELP = "1: shadow this request to the teacher; 0: never; absent: sample at the configured rate"
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -30,11 +33,24 @@ def create_app(settings: ServerSettings) -> FastAPI:
     service = RerankService(settings, metrics)
     service.load()
 
+    shadow = ShadowScorer(settings.shadow, metrics.registry) if settings.shadow else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         service.start()
+        if shadow:
+            shadow.start()
         yield
         await service.stop()
+        if shadow:
+            await shadow.stop()
+
+    def maybe_shadow(background: BackgroundTasks, header: str | None, ranking, query: str, texts: list[str]) -> None:
+        """After the response is sent, offer the request to the shadow queue (never waits)."""
+        if shadow is None or header == "0":
+            return
+        if header == "1" or random.random() < settings.shadow.rate:
+            background.add_task(shadow.offer, ranking.model, query, texts, ranking.logits)
 
     app = FastAPI(title="rankstill", version=__version__, lifespan=lifespan,
                   description="Rerank (query, documents) with a distilled cross-encoder student.")
@@ -45,9 +61,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.post("/rerank", response_model=RerankResponse | list[TeiResult], responses=ERRORS,
               response_model_exclude_none=True,
               summary="Rerank documents (Jina / Cohere v1 with `documents`, TEI with `texts`)")
-    async def rerank(request: RerankRequest, response: Response):
+    async def rerank(request: RerankRequest, response: Response, background: BackgroundTasks,
+                     x_shadow: str | None = Header(None, description=SHADOW_HEADER_HELP)):
         texts = request.candidate_texts()
         ranking = await service.rank(request.query, texts, request.model)
+        maybe_shadow(background, x_shadow, ranking, request.query, texts)
         response.headers[TRUNCATED_HEADER] = str(ranking.truncated)
         order = ranking.order()
         if request.is_tei:  # TEI clients expect one score per text, best first
@@ -65,8 +83,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.post("/v2/rerank", response_model=CohereV2Response, responses=ERRORS,
               summary="Rerank documents (Cohere v2)")
-    async def rerank_v2(request: CohereV2Request, response: Response):
+    async def rerank_v2(request: CohereV2Request, response: Response, background: BackgroundTasks,
+                        x_shadow: str | None = Header(None, description=SHADOW_HEADER_HELP)):
         ranking = await service.rank(request.query, request.documents, request.model)
+        maybe_shadow(background, x_shadow, ranking, request.query, request.documents)
         response.headers[TRUNCATED_HEADER] = str(ranking.truncated)
         scores = ranking.scores
         warnings = [f"{ranking.truncated} documents were truncated to "
@@ -98,6 +118,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
                               "truncation": m.entry.metadata.get("truncation")}
                        for name, m in service.models.items()},
         }
+
+    @app.get("/shadow/summary", summary="Shadow scoring: counts and rolling student-teacher agreement")
+    async def shadow_summary():
+        if shadow is None:
+            return JSONResponse({"detail": "shadow scoring is off (start with --shadow-teacher)"}, status_code=404)
+        return shadow.summary()
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
     async def prometheus_metrics():

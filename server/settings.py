@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .shadow import ShadowSettings
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -18,3 +20,4 @@ class ServerSettings:
     backend: str = "onnxruntime"  # onnxruntime (in-process) | triton
     triton_url: str = "127.0.0.1:8001"  # gRPC address of a Triton server (backend=triton)
     triton_timeout_s: float = 10.0
+    shadow: ShadowSettings | None = None  # copy a sample of requests to a teacher
