@@ -26,7 +26,7 @@ import onnxruntime as ort
 
 from rankstill.distill.bm25 import TitleIndex
 from rankstill.distill.data import catalogue, load_judgments
-from rankstill.local_server import free_port, running_server
+from rankstill.local_server import free_port, http_ok, running_server, wait_until_ready
 from rankstill.model_repo import load_model
 from rankstill.pair_tokenizer import PairTokenizer
 
@@ -46,12 +46,7 @@ def slow_teacher(delay: float, fail: bool = False):
                                 "--port", str(port), "--delay", str(delay), *(["--fail"] if fail else [])])
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            time.sleep(0.1)
+        wait_until_ready(lambda: http_ok(f"{url}/readyz"), process, 30, "slow teacher")
         yield url
     finally:
         process.terminate()

@@ -19,9 +19,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ready(url: str, path: str) -> bool:
+def wait_until_ready(is_ready, process: subprocess.Popen, timeout: float, what: str) -> None:
+    """Poll `is_ready()` until it holds; fail early if `process` exits, or after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not is_ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout} s")
+        time.sleep(0.2)
+
+
+def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}{path}", timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=1) as response:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
@@ -38,13 +49,7 @@ def running_server(*args: str, cwd: str | Path | None = None, timeout: float = 6
     process = subprocess.Popen(command, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while not _ready(url, wait_for):
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with code {process.returncode}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server at {url} not ready after {timeout} s")
-            time.sleep(0.2)
+        wait_until_ready(lambda: http_ok(url + wait_for), process, timeout, f"server at {url}")
         yield url
     finally:
         process.terminate()

@@ -16,13 +16,10 @@ import re
 import shutil
 import signal
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from rankstill.local_server import free_port
+from rankstill.local_server import free_port, http_ok, wait_until_ready
 from rankstill.model_repo import MODEL_FILE, list_models
 
 PYTHON_MODEL = Path(__file__).with_name("onnx_python_model.py")
@@ -131,14 +128,8 @@ class RunningTriton:
 
 
 def _ready(http_url: str, models: list[str]) -> bool:
-    try:
-        for path in ["/v2/health/ready", *[f"/v2/models/{name}/ready" for name in models]]:
-            with urllib.request.urlopen(http_url + path, timeout=1) as response:
-                if response.status != 200:
-                    return False
-        return True
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
+    paths = ["/v2/health/ready", *[f"/v2/models/{name}/ready" for name in models]]
+    return all(http_ok(http_url + path) for path in paths)
 
 
 @contextlib.contextmanager
@@ -162,13 +153,7 @@ def running_triton(model_repo: Path, workdir: Path, python: Path, ports: TritonP
     process = subprocess.Popen(command, env=install.environment())
     http_url = f"http://127.0.0.1:{ports.http}"
     try:
-        deadline = time.monotonic() + timeout
-        while not _ready(http_url, models):
-            if process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with code {process.returncode}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Triton models {models} not ready after {timeout} s")
-            time.sleep(0.25)
+        wait_until_ready(lambda: _ready(http_url, models), process, timeout, f"Triton with models {models}")
         yield RunningTriton(ports, models, process)
     finally:
         if process.poll() is None:
