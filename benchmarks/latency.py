@@ -62,7 +62,7 @@ def percentiles(seconds: list[float]) -> dict:
 def build_payloads(data: Path, count: int, candidates: int) -> list[tuple[str, list[str]]]:
     judgments = load_judgments(data)
     products = catalogue(judgments)
-    index = TitleIndex(list(products["product_uid"]), list(products["product_title"]))
+    index = TitleIndex.of_products(products)
     title_of = dict(zip(products["product_uid"], products["product_title"]))
     queries = list(dict.fromkeys(judgments.loc[judgments["split"] == "validation", "query"]))
     payloads = []

@@ -14,6 +14,11 @@ class TitleIndex:
         self._retriever.index(bm25s.tokenize(list(titles), stopwords="en", show_progress=False),
                               show_progress=False)
 
+    @classmethod
+    def of_products(cls, products) -> "TitleIndex":
+        """An index over a catalogue frame with `product_uid` and `product_title` columns."""
+        return cls(list(products["product_uid"]), list(products["product_title"]))
+
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every indexed title for `query`."""
         tokens = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)[0]

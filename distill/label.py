@@ -40,7 +40,7 @@ class LabelPlan:
 def plan_pairs(judgments: pd.DataFrame, k: int, part_size: int) -> LabelPlan:
     """Every judged pair, plus up to k unjudged BM25 candidates per training query."""
     products = catalogue(judgments)
-    index = TitleIndex(list(products["product_uid"]), list(products["product_title"]))
+    index = TitleIndex.of_products(products)
     title_of = dict(zip(products["product_uid"], products["product_title"]))
     judged = pd.DataFrame({
         "query": judgments["query"], "item_id": judgments["product_uid"],

@@ -14,7 +14,7 @@ def train_teacher(data: Path, out: Path, backbone: Path, gguf_file: str | None, 
                   epochs: float, max_steps: int | None, batch_size: int, lr: float,
                   max_length: int, max_queries: int | None, seed: int = 0) -> dict:
     judgments = load_judgments(data)
-    index = TitleIndex(*_catalogue_columns(judgments))
+    index = TitleIndex.of_products(catalogue(judgments))
     judgments = limit_queries(judgments, max_queries)
     train = judgments[judgments["split"] == "train"]
     validation = judgments[judgments["split"] == "validation"].copy()
@@ -34,8 +34,3 @@ def train_teacher(data: Path, out: Path, backbone: Path, gguf_file: str | None, 
     save_report(report, out / "report.json")
     print_report(f"teacher {teacher_id} on validation queries", report)
     return report
-
-
-def _catalogue_columns(judgments):
-    products = catalogue(judgments)
-    return list(products["product_uid"]), list(products["product_title"])

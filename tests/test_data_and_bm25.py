@@ -24,7 +24,7 @@ def test_missing_data_file_says_what_to_do(tmp_path):
 
 def test_bm25_top_k_prefers_matching_titles_and_skips_excluded(judgments):
     products = catalogue(judgments).head(3000)
-    index = TitleIndex(list(products["product_uid"]), list(products["product_title"]))
+    index = TitleIndex.of_products(products)
     hits = index.top_k("shower head", 5)
     titles = dict(zip(products["product_uid"], products["product_title"]))
     assert len(hits) == 5
