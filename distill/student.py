@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForSequenceClassification
 
+from rankstill.pair_tokenizer import length_sorted_chunks
+
 STUDENT_CARD = "rankstill_student.json"
 
 
@@ -109,10 +111,8 @@ def score_pairs(student: BertForSequenceClassification, tokenizer, queries: list
     """
     was_training = student.training
     student.eval()
-    order = np.argsort([len(q) + len(i) for q, i in zip(queries, items)], kind="stable")
     out = np.empty(len(queries), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows in length_sorted_chunks(queries, items, batch_size):
         encoded = tokenizer.encode([queries[r] for r in rows], [items[r] for r in rows])
         feeds = {name: torch.from_numpy(value) for name, value in encoded.as_feeds().items()}
         out[rows] = student(**feeds).logits[:, 0].numpy()

@@ -16,8 +16,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from .schedule import warmup_linear_decay
+from rankstill.pair_tokenizer import length_sorted_chunks
+
 from .losses import soft_bce
+from .schedule import warmup_linear_decay
 
 TEACHER_CARD = "rankstill_teacher.json"
 # Decoder LLMs have no [SEP] pair format: they read the pair as one prompt and the
@@ -86,11 +88,10 @@ class HFTeacher:
         Pairs are scored in order of length so each batch pads little.
         """
         self.model.eval()
-        order = np.argsort([len(q) + len(i) for q, i in zip(queries, items)], kind="stable")
         out = np.empty(len(queries), dtype=np.float32)
-        starts = range(0, len(order), batch_size)
-        for start in tqdm(starts, desc="teacher scoring", unit="batch", disable=not progress):
-            rows = order[start:start + batch_size]
+        chunks = length_sorted_chunks(queries, items, batch_size)
+        for rows in tqdm(chunks, total=-(-len(queries) // batch_size), desc="teacher scoring",
+                         unit="batch", disable=not progress):
             logits = self.logits([queries[r] for r in rows], [items[r] for r in rows])
             out[rows] = logits.float().numpy()
         return out

@@ -15,9 +15,9 @@ from rankstill.label_store import LabelStore
 from rankstill.pair_tokenizer import PairTokenizer
 
 from .evaluate import agreement_report, gain_retention, print_report, ranking_report, save_report
-from .schedule import warmup_linear_decay
 from .losses import margin_mse, soft_bce
 from .student import StudentShape, build_student, save_student, score_pairs
+from .schedule import warmup_linear_decay
 
 
 def query_lists(labels: pd.DataFrame, max_items: int) -> list[tuple[str, list[str], np.ndarray]]:

@@ -13,6 +13,7 @@ assembled from the pieces, exactly as the library would encode them (tested).
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +39,12 @@ class EncodedBatch:
     def truncated(self) -> int:
         return int(self.truncated_rows.sum())
 
-    @property
-    def total_tokens(self) -> int:
-        return int(self.attention_mask.sum())
+
+def length_sorted_chunks(queries: list[str], documents: list[str], size: int) -> Iterator[np.ndarray]:
+    """Row indices in chunks of `size`, shortest pairs first, so each chunk pads little."""
+    order = np.argsort([len(q) + len(d) for q, d in zip(queries, documents)], kind="stable")
+    for start in range(0, len(order), size):
+        yield order[start:start + size]
 
 
 class PairTokenizer:

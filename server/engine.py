@@ -7,11 +7,11 @@ longest pair.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from rankstill.pair_tokenizer import PairTokenizer
+from rankstill.pair_tokenizer import PairTokenizer, length_sorted_chunks
 
 from .backend import Backend
 
@@ -23,7 +23,6 @@ class Scored:
     truncated: np.ndarray  # bool [pairs]: the pair was cut to max_length
     tokenize_seconds: float = 0.0
     inference_seconds: float = 0.0
-    chunks: list[int] = field(default_factory=list)
 
 
 class ScoringEngine:
@@ -40,9 +39,7 @@ class ScoringEngine:
         documents = [d[: self.max_chars] for d in documents]
         n = len(queries)
         result = Scored(np.empty(n, np.float32), np.zeros(n, np.int64), np.zeros(n, bool))
-        order = np.argsort([len(q) + len(d) for q, d in zip(queries, documents)], kind="stable")
-        for start in range(0, n, self.chunk_pairs):
-            rows = order[start:start + self.chunk_pairs]
+        for rows in length_sorted_chunks(queries, documents, self.chunk_pairs):
             began = time.perf_counter()
             encoded = self.tokenizer.encode([queries[r] for r in rows], [documents[r] for r in rows])
             tokenized = time.perf_counter()
@@ -51,5 +48,4 @@ class ScoringEngine:
             result.tokenize_seconds += tokenized - began
             result.tokens[rows] = encoded.attention_mask.sum(axis=1)
             result.truncated[rows] = encoded.truncated_rows
-            result.chunks.append(len(rows))
         return result

@@ -148,11 +148,7 @@ class ShadowScorer:
 
     async def _work(self) -> None:
         while True:
-            job = await self._queue.get()
-            try:
-                await self._shadow(job)
-            finally:
-                self._queue.task_done()
+            await self._shadow(await self._queue.get())
 
     async def _shadow(self, job: _Job) -> None:
         if not self.breaker.allows():
