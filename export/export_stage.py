@@ -7,11 +7,12 @@ from pathlib import Path
 
 from rankstill.distill.student import load_student, score_pairs
 from rankstill.label_store import LabelStore
+from rankstill.model_repo import TOKENIZER_FILE
 from rankstill.pair_tokenizer import PairTokenizer
 
 from .onnx_export import export_onnx, onnx_scores, quantize_int8
 from .parity import ranking_parity, value_parity
-from .triton_repo import set_default, write_entry
+from .triton_repo import config_pbtxt, set_default, write_entry
 
 SCORE_MEANING = ("Output `scores` is a relevance logit per (query, document) pair, higher = more "
                  "relevant; the API's relevance_score is sigmoid(logit), an estimate of "
@@ -41,7 +42,8 @@ def export_student(student_dir: Path, labels_dir: Path, repo: Path, name: str, v
         if not parity["passed"]:
             raise ParityError(f"ONNX fp32 differs from PyTorch: {parity}")
         metadata = _metadata(card, max_length, "fp32", {"fp32_vs_pytorch": parity}, len(queries))
-        write_entry(repo, name, version, fp32_path, tokenizer_file, metadata, device)
+        write_entry(repo, name, version, fp32_path, metadata, config_pbtxt(name, device=device),
+                    {TOKENIZER_FILE: tokenizer_file})
         results[name] = metadata
         if int8:
             int8_path = quantize_int8(fp32_path, Path(scratch) / "int8.onnx")
@@ -50,7 +52,8 @@ def export_student(student_dir: Path, labels_dir: Path, repo: Path, name: str, v
             if not ranking["passed"]:
                 raise ParityError(f"int8 ranks differently beyond tolerance: {ranking}")
             metadata = _metadata(card, max_length, "int8", {"int8_vs_fp32_ranking": ranking}, len(queries))
-            write_entry(repo, f"{name}-int8", version, int8_path, tokenizer_file, metadata, device)
+            write_entry(repo, f"{name}-int8", version, int8_path, metadata,
+                        config_pbtxt(f"{name}-int8", device=device), {TOKENIZER_FILE: tokenizer_file})
             results[f"{name}-int8"] = metadata
     if make_default:
         set_default(repo, "rerank", name)

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from rankstill.model_repo import DEFAULTS_FILE, METADATA_FILE, MODEL_FILE, TOKENIZER_FILE
+from rankstill.model_repo import DEFAULTS_FILE, METADATA_FILE, MODEL_FILE
 
 from .onnx_export import INPUT_NAMES, OUTPUT_NAME
 
@@ -62,16 +62,35 @@ model_warmup [
     return config
 
 
-def write_entry(repo: Path, name: str, version: int, onnx_file: Path, tokenizer_file: Path,
-                metadata: dict, device: str = "cpu") -> Path:
-    """Copy the model, tokenizer, metadata and Triton config into `repo/name/`."""
+def recommend_config_pbtxt(name: str, window: int, num_items: int, max_batch_size: int = 64) -> str:
+    """Triton config for a sequential recommender: history ids and lengths in, scores over all items out."""
+    return f"""name: "{name}"
+platform: "onnxruntime_onnx"
+max_batch_size: {max_batch_size}
+input [
+  {{ name: "history" data_type: TYPE_INT64 dims: [ {window} ] }},
+  {{ name: "lengths" data_type: TYPE_INT64 dims: [ 1 ] reshape: {{ shape: [ ] }} }}
+]
+output [
+  {{ name: "scores" data_type: TYPE_FP32 dims: [ {num_items} ] }}
+]
+dynamic_batching {{ max_queue_delay_microseconds: 1000 }}
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+"""
+
+
+def write_entry(repo: Path, name: str, version: int, onnx_file: Path, metadata: dict, config: str,
+                extra_files: dict[str, Path]) -> Path:
+    """Copy the model, its side files (tokenizer, item titles), metadata and Triton config into `repo/name/`."""
     model_dir = repo / name
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_file, version_dir / MODEL_FILE)
-    shutil.copyfile(tokenizer_file, model_dir / TOKENIZER_FILE)
+    for file_name, source in extra_files.items():
+        shutil.copyfile(source, model_dir / file_name)
     (model_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    (model_dir / "config.pbtxt").write_text(config_pbtxt(name, device=device))
+    (model_dir / "config.pbtxt").write_text(config)
     return model_dir
 
 

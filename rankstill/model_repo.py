@@ -19,6 +19,7 @@ from pathlib import Path
 METADATA_FILE = "rankstill.json"
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULTS_FILE = "defaults.json"
+ITEMS_FILE = "items.json"  # recommenders: item index -> {id, title}
 MODEL_FILE = "model.onnx"
 
 
@@ -42,6 +43,10 @@ class ModelEntry:
         return self.directory / TOKENIZER_FILE
 
     @property
+    def items_path(self) -> Path:
+        return self.directory / ITEMS_FILE
+
+    @property
     def max_length(self) -> int:
         return int(self.metadata["max_length"])
 
@@ -57,6 +62,17 @@ def _latest_version(model_dir: Path) -> int | None:
         if child.is_dir() and child.name.isdigit() and (child / MODEL_FILE).is_file()
     ]
     return max(versions) if versions else None
+
+
+def read_entry(model_dir: str | Path) -> ModelEntry:
+    """One model directory (`<name>/rankstill.json`, `<name>/<version>/model.onnx`) on its own."""
+    model_dir = Path(model_dir)
+    metadata_path = model_dir / METADATA_FILE
+    version = _latest_version(model_dir) if model_dir.is_dir() else None
+    if not metadata_path.is_file() or version is None:
+        raise ModelRepoError(f"{model_dir} is not a model entry ({METADATA_FILE} and <version>/{MODEL_FILE}); "
+                             "`rankstill export` or `rankstill teacher export` writes one")
+    return ModelEntry(model_dir.name, model_dir, version, json.loads(metadata_path.read_text()))
 
 
 def list_models(repo: str | Path) -> list[ModelEntry]:

@@ -17,8 +17,10 @@ from rankstill import __version__
 from .backend import BackendTimeout, BackendUnavailable
 from .batcher import Overloaded
 from .metrics import MetricsMiddleware, ServerMetrics
+from .recommend import RecommendService
 from .schemas import (CohereV2Meta, CohereV2Request, CohereV2Response, CohereV2Result, ErrorBody,
-                      RerankDocument, RerankRequest, RerankResponse, RerankResult, TeiResult, Usage)
+                      RecommendRequest, RecommendResponse, RerankDocument, RerankRequest, RerankResponse,
+                      RerankResult, TeiResult, Usage)
 from .service import RequestError, RerankService
 from .settings import ServerSettings
 from .shadow import ShadowScorer
@@ -32,6 +34,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     metrics = ServerMetrics()
     service = RerankService(settings, metrics)
     service.load()
+    recommender = RecommendService(settings.model_repo, settings.default_recommend_model, settings.threads)
 
     shadow = ShadowScorer(settings.shadow, metrics.registry) if settings.shadow else None
 
@@ -98,6 +101,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
             meta=CohereV2Meta(warnings=warnings),
         )
 
+    @app.post("/recommend", response_model=RecommendResponse, responses=ERRORS,
+              summary="Next items for a user's recent history (sequential recommender)")
+    async def recommend(request: RecommendRequest):
+        model, results = await recommender.recommend(request)
+        return RecommendResponse(model=model, results=results)
+
     @app.get("/healthz", summary="Liveness")
     async def healthz():
         return {"status": "ok"}
@@ -117,6 +126,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
                               "variant": m.entry.metadata.get("variant"),
                               "truncation": m.entry.metadata.get("truncation")}
                        for name, m in service.models.items()},
+            "default_recommend_model": recommender.default_model,
+            "recommend_models": {name: {"window": m.window, "items": len(m.item_ids), "version": m.entry.version}
+                                 for name, m in recommender.models.items()},
         }
 
     @app.get("/shadow/summary", summary="Shadow scoring: counts and rolling student-teacher agreement")

@@ -121,3 +121,27 @@ class CohereV2Response(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str | list
+
+
+class RecommendRequest(BaseModel):
+    """Next-item recommendation from a user's recent history (catalogue ids, oldest first)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[int] = Field(min_length=1, description="Item ids the user interacted with, oldest first "
+                               "(at most the model's window, see `GET /info`).", examples=[[50, 172, 181]])
+    candidates: list[int] | None = Field(None, min_length=1, description="Rank only these item ids; default: the whole catalogue.")
+    top_n: int = Field(10, ge=1, le=1000, description="How many items to return.")
+    exclude_history: bool = Field(True, description="Never recommend an item already in the history.")
+    model: str | None = Field(None, description="Recommender in the repository; default: the repository's default.")
+
+
+class Recommendation(BaseModel):
+    id: int
+    score: float = Field(description="Model score (higher = more likely next); comparable within one response.")
+    title: str | None = None
+
+
+class RecommendResponse(BaseModel):
+    model: str
+    results: list[Recommendation]

@@ -12,6 +12,7 @@ from .shadow import ShadowSettings
 class ServerSettings:
     model_repo: Path = Path("model_repo")
     default_model: str | None = None  # None: the repository's default
+    default_recommend_model: str | None = None  # None: the repository's default recommender
     max_documents: int = 1000  # per request
     max_batch_pairs: int = 256  # pairs merged into one model run
     max_queued_pairs: int = 8192  # beyond this, requests get 503 + Retry-After

@@ -28,7 +28,7 @@ AGREEMENT_BUCKETS = (-1, -0.5, 0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.9
 
 @dataclass(frozen=True)
 class ShadowSettings:
-    teacher_url: str  # a server speaking the TEI rerank shape (another `rankstill serve`, TEI, ...)
+    teacher: str  # http(s) URL of a server speaking the TEI rerank shape, or a local ONNX teacher entry
     rate: float = 0.05  # share of requests shadowed (a request header can force or suppress)
     timeout_s: float = 5.0  # per teacher call
     concurrency: int = 2  # teacher calls in flight at most
@@ -39,6 +39,11 @@ class ShadowSettings:
     flush_rows: int = 512  # pairs buffered before a part is written
     teacher_id: str = "shadow-teacher"
     k: int = 10
+    local_threads: int = 1  # a local teacher: ONNX Runtime threads (its one worker thread runs at lower OS priority)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.teacher.startswith(("http://", "https://"))
 
 
 def agreement(student: np.ndarray, teacher: np.ndarray, k: int = 10) -> dict[str, float | None]:
@@ -108,7 +113,7 @@ class RemoteTeacher:
 class ShadowScorer:
     def __init__(self, settings: ShadowSettings, registry, teacher: RemoteTeacher | None = None):
         self.settings = settings
-        self.teacher = teacher or RemoteTeacher(settings.teacher_url, settings.timeout_s)
+        self.teacher = teacher or self._teacher_for(settings)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self._queue: asyncio.Queue[_Job] | None = None
         self._workers: list[asyncio.Task] = []
@@ -120,6 +125,14 @@ class ShadowScorer:
         self.teacher_seconds = Histogram("rankstill_shadow_teacher_seconds", "Teacher call latency", registry=registry)
         self.agreement = Histogram("rankstill_shadow_agreement", "Student-teacher agreement per shadowed request",
                                    ["metric"], buckets=AGREEMENT_BUCKETS, registry=registry)
+
+    @staticmethod
+    def _teacher_for(settings: ShadowSettings):
+        if settings.is_remote:
+            return RemoteTeacher(settings.teacher, settings.timeout_s)
+        from .local_teacher import LocalTeacher
+
+        return LocalTeacher(Path(settings.teacher), settings.local_threads, max_pending=settings.concurrency)
 
     def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.settings.queue_size)
@@ -178,7 +191,7 @@ class ShadowScorer:
             self._rows.append({
                 "query": job.query, "item_id": hashlib.sha1(document.encode()).hexdigest()[:16],
                 "item_text": document, "teacher_score": float(teacher_score),
-                "teacher_id": self.settings.teacher_id, "teacher_version": self.settings.teacher_url,
+                "teacher_id": self.settings.teacher_id, "teacher_version": self.settings.teacher,
                 "source": "shadow", "split": "train", "human_label": None, "bm25_score": None,
                 "student_score": float(student_score), "student_model": job.model,
             })

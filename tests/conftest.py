@@ -31,3 +31,16 @@ def running_server(*args: str, wait_for: str = "/readyz"):
 # Dynamic int8 quantization scales activations by the range of the whole batch, padding
 # included, so an int8 score depends slightly on what it was batched with.
 INT8_BATCH_TOLERANCE = 5e-3  # measured: up to 2e-3 on the committed int8 student
+
+MOVIELENS = ROOT.parent / "shared" / "data" / "movielens100k"
+
+
+@pytest.fixture(scope="session")
+def seq_data(tmp_path_factory):
+    """MovieLens-100K written once by `write_dataset` (the same code `rankstill seq data` runs)."""
+    from rankstill.distill.seqrec.data import SeqData, write_dataset
+
+    assert MOVIELENS.is_dir(), f"tests need MovieLens-100K at {MOVIELENS} (see shared/DATA.md)"
+    folder = tmp_path_factory.mktemp("seq-data")
+    write_dataset(MOVIELENS, folder)
+    return SeqData.open(folder)

@@ -65,7 +65,8 @@ def test_repository_entry_round_trips_through_the_loader(exported, tmp_path):
     _, _, path = exported
     tokenizer_file = default_backbone() / "tokenizer.json"
     for name in ("b-model", "a-model"):
-        write_entry(tmp_path, name, 3, path, tokenizer_file, {"task": "rerank", "max_length": 48})
+        write_entry(tmp_path, name, 3, path, {"task": "rerank", "max_length": 48}, config_pbtxt(name),
+                    {"tokenizer.json": tokenizer_file})
     set_default(tmp_path, "rerank", "b-model")
     (tmp_path / "incomplete").mkdir()
     assert [entry.name for entry in list_models(tmp_path)] == ["a-model", "b-model"]
@@ -101,3 +102,23 @@ def test_int8_quantization_writes_a_runnable_model(exported, tmp_path):
     session = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
     out = session.run(None, tokenizer.encode(["drill"], ["cordless drill"]).as_feeds())[0]
     assert out.shape == (1, 1) and np.isfinite(out).all()
+
+
+def test_teacher_export_gives_a_local_teacher_that_scores_like_pytorch(tmp_path, data_path):
+    import asyncio
+
+    from rankstill.distill.teacher import HFTeacher
+    from rankstill.export.teacher_export import export_teacher
+    from rankstill.server.local_teacher import LocalTeacher
+
+    checkpoint = tmp_path / "checkpoint"  # the backbone with its (new, random) classification head, saved once
+    HFTeacher(default_backbone(), max_length=32).save(checkpoint, "test-teacher", report={})
+    metadata = export_teacher(checkpoint, data_path, tmp_path, "teacher", max_length=32, parity_pairs=32)
+    assert metadata["role"] == "teacher" and metadata["teacher_id"] == "test-teacher"
+    assert metadata["parity"]["fp32_vs_pytorch"]["passed"]
+    documents = ["Cordless Drill Kit", "Bathroom Faucet", "Hammer Drill with a much longer product title " * 3]
+    local = LocalTeacher(tmp_path / "teacher")
+    served = asyncio.run(local.score("cordless drill", documents))
+    reference = HFTeacher(checkpoint, max_length=32).score(["cordless drill"] * 3, documents)
+    np.testing.assert_allclose(served, reference, atol=1e-4)
+

@@ -15,7 +15,7 @@ from rankstill.label_store import LabelStore
 from rankstill.local_server import free_port
 from rankstill.server.shadow import agreement
 
-from conftest import MODEL_REPO, ROOT, running_server
+from conftest import INT8_BATCH_TOLERANCE, MODEL_REPO, ROOT, running_server
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from latency import slow_teacher  # noqa: E402
@@ -101,3 +101,50 @@ def test_bad_teacher_never_changes_the_main_path(teacher):
     assert counts.get("error", 0) >= 1
     if teacher == "slow":
         assert counts.get("dropped", 0) >= 1  # one call in flight, two waiting: the rest are dropped
+
+
+def test_local_teacher_entry_runs_in_process_and_matches_the_model(tmp_path):
+    """A local ONNX teacher (here the committed int8 entry) scores shadow traffic without a second server."""
+    from rankstill.model_repo import read_entry
+    from rankstill.pair_tokenizer import PairTokenizer
+    from rankstill.server.backend import OnnxRuntimeBackend
+
+    teacher_dir = MODEL_REPO / "rerank-student-int8"
+    labels = tmp_path / "harvested"
+    with shadowed_server(str(teacher_dir), "--shadow-labels", str(labels)) as url:
+        for i in range(4):
+            assert httpx.post(f"{url}/rerank", json={"query": f"{QUERY} {i}", "documents": DOCUMENTS}).status_code == 200
+        summary = wait_for(url, lambda c: c.get("scored", 0) >= 4)
+    assert summary["counts"]["scored"] == 4 and summary["counts"].get("error", 0) == 0
+
+    harvested = LabelStore(labels).read()
+    assert set(harvested["teacher_id"]) == {"rerank-student-int8"}  # the entry's own name when it has no teacher_id
+    entry = read_entry(teacher_dir)
+    first = harvested[harvested["query"] == f"{QUERY} 0"]
+    tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
+    direct = OnnxRuntimeBackend(entry.onnx_path, 1).run(
+        tokenizer.encode([f"{QUERY} 0"] * len(first), list(first["item_text"])).as_feeds())
+    np.testing.assert_allclose(first["teacher_score"], direct, atol=INT8_BATCH_TOLERANCE)
+
+
+def test_shadow_settings_from_a_config_file_and_flags_override_it(tmp_path):
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"model_repo: {MODEL_REPO}\nshadow:\n  teacher: {MODEL_REPO / 'rerank-student-int8'}\n"
+                      "  rate: 0.0\n  concurrency: 1\n")
+    with running_server("--config", str(config), "--shadow-timeout", "2") as url:
+        for i in range(3):
+            httpx.post(f"{url}/rerank", json={"query": f"{QUERY} {i}", "documents": DOCUMENTS})  # rate 0: none sampled
+        forced = httpx.post(f"{url}/rerank", json={"query": QUERY, "documents": DOCUMENTS}, headers={"X-Shadow": "1"})
+        assert forced.status_code == 200
+        summary = wait_for(url, lambda c: c.get("scored", 0) >= 1)
+    assert summary["counts"] == {"queued": 1, "scored": 1}
+
+
+def test_config_file_with_unknown_settings_is_refused(tmp_path):
+    import subprocess
+
+    config = tmp_path / "serve.yaml"
+    config.write_text("shadow:\n  teacherr: http://127.0.0.1:1\n")
+    result = subprocess.run([sys.executable, "-m", "rankstill.cli", "serve", "--config", str(config)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode != 0 and "shadow_teacherr" in result.stderr

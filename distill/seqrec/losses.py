@@ -1,0 +1,67 @@
+"""Losses of DLLM2Rec's students: BCE with a sampled negative, DROS, importance-aware ranking distillation.
+
+Ranking distillation over the teacher's top-K candidates c_1..c_K of a row (Cui et al., RecSys'24):
+
+    w_position_k    ∝ exp(-k / β)                      (k = 1..K, the teacher's rank)
+    w_confidence_k  = softmax_k(-distance_k)           (the teacher's distance to candidate k)
+    w_consistency_k = 1 if c_k is in the student's own top-K, else 0
+    w_k = (γ_p w_position_k + γ_c w_confidence_k + γ_o w_consistency_k), normalised to sum 1 per row
+    L_distill = mean over rows of  -Σ_k w_k log σ(s(c_k))
+
+Weights are per row and per candidate (shape [batch, K]); they multiply only that row's scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def bce_sampled(scores: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """-log σ(s_pos) - log σ(-s_neg), averaged over rows."""
+    positive = scores.gather(1, targets[:, None]).squeeze(1)
+    negative = scores.gather(1, negatives[:, None]).squeeze(1)
+    return -(F.logsigmoid(positive) + F.logsigmoid(-negative)).mean()
+
+
+def dros(scores: torch.Tensor, targets: torch.Tensor, propensity: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """Distributionally robust term of DROS (Yang et al., SIGIR'23), as DLLM2Rec adds it to BCE.
+
+    Every item's squared score is treated as a loss under the item-popularity distribution
+    `propensity`; the positive item's term uses (s - 1)² instead of s².
+    """
+    weighted_sq = scores.pow(2) * propensity
+    positive_sq = weighted_sq.gather(1, targets[:, None]).squeeze(1)
+    positive_miss = ((scores.gather(1, targets[:, None]).squeeze(1) - 1).pow(2)
+                     * propensity[targets])
+    inner = torch.exp(weighted_sq / beta).sum(1) - torch.exp(positive_sq / beta) + torch.exp(positive_miss / beta)
+    return torch.log(inner + 1e-24).mean()
+
+
+@dataclass(frozen=True)
+class DistillWeights:
+    position: float = 0.3  # γ_p
+    confidence: float = 0.5  # γ_c
+    consistency: float = 0.1  # γ_o
+    beta: float = 1.0  # temperature of the position weight
+
+
+def candidate_weights(scores: torch.Tensor, candidates: torch.Tensor, distances: torch.Tensor,
+                      weights: DistillWeights) -> torch.Tensor:
+    """Importance weights [batch, K] of the teacher's candidates, normalised per row."""
+    k = candidates.shape[1]
+    ranks = torch.arange(1, k + 1, dtype=scores.dtype, device=scores.device)
+    position = torch.softmax(-ranks / weights.beta, dim=0).expand(candidates.shape[0], k)
+    confidence = torch.softmax(-distances.to(scores.dtype), dim=1)
+    student_top = scores.detach().topk(k, dim=1).indices
+    consistency = (candidates[:, :, None] == student_top[:, None, :]).any(-1).to(scores.dtype)
+    combined = weights.position * position + weights.confidence * confidence + weights.consistency * consistency
+    return combined / combined.sum(1, keepdim=True).clamp(min=1e-12)
+
+
+def ranking_distillation(scores: torch.Tensor, candidates: torch.Tensor, distances: torch.Tensor,
+                         weights: DistillWeights) -> torch.Tensor:
+    w = candidate_weights(scores, candidates, distances, weights)
+    return -(w * F.logsigmoid(scores.gather(1, candidates))).sum(1).mean()

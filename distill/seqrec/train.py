@@ -1,0 +1,104 @@
+"""Training loop shared by the teacher (full softmax) and the students (BCE [+ DROS] [+ DLLM2Rec])."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import SeqDataset
+from .evaluate import evaluate
+from .losses import DistillWeights, bce_sampled, dros, ranking_distillation
+from .models import SeqRecommender
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "bce"  # bce: one sampled negative (the students); ce: softmax over all items (the teacher)
+    epochs: int = 40
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5  # epochs without a better validation NDCG@20 before stopping
+    dros_weight: float = 0.0
+    distill_weight: float = 0.0  # λ of L_rec + λ L_distill; 0: no ranking distillation
+    distill: DistillWeights = field(default_factory=DistillWeights)
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TeacherTargets:
+    """The teacher's top-K candidates and their distances for every training row."""
+
+    candidates: np.ndarray  # [rows, K] item ids
+    distances: np.ndarray  # [rows, K]
+
+
+def item_propensity(train: SeqDataset) -> torch.Tensor:
+    counts = np.bincount(train.targets, minlength=train.pad_id).astype(np.float32)
+    return torch.from_numpy(counts / counts.sum())
+
+
+def _loss(model_scores, batch, config: TrainConfig, generator, propensity, teacher_batch):
+    history, lengths, targets = batch
+    num_items = model_scores.shape[1]
+    if config.loss == "ce":
+        return F.cross_entropy(model_scores, targets)
+    negatives = (targets + torch.randint(1, num_items, targets.shape, generator=generator)) % num_items
+    loss = bce_sampled(model_scores, targets, negatives)
+    if config.dros_weight:
+        loss = loss + config.dros_weight * dros(model_scores, targets, propensity)
+    if teacher_batch is not None:
+        loss = loss + config.distill_weight * ranking_distillation(model_scores, *teacher_batch, config.distill)
+    return loss
+
+
+def train(model: SeqRecommender, train_data: SeqDataset, valid: SeqDataset, config: TrainConfig,
+          teacher: TeacherTargets | None = None, progress: bool = True) -> tuple[SeqRecommender, dict]:
+    """Train with early stopping on validation NDCG@20; returns the best epoch's model and a report."""
+    if config.distill_weight and teacher is None:
+        raise ValueError("ranking distillation needs the teacher's candidates (distill_weight > 0)")
+    if teacher is not None and len(teacher.candidates) != len(train_data):
+        raise ValueError(f"teacher has {len(teacher.candidates)} rows, training data {len(train_data)}")
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    propensity = item_propensity(train_data)
+    history, lengths, targets = (torch.as_tensor(np.array(a)) for a in (train_data.history, train_data.lengths, train_data.targets))
+    best = {"epoch": -1, "ndcg@20": -1.0}
+    best_state, history_log, started = None, [], time.perf_counter()
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(train_data), generator=generator)
+        total = 0.0
+        for start in tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
+            rows = order[start:start + config.batch_size]
+            teacher_batch = None
+            if teacher is not None and config.distill_weight:
+                teacher_batch = (torch.from_numpy(teacher.candidates[rows.numpy()]),
+                                 torch.from_numpy(teacher.distances[rows.numpy()]))
+            scores = model(history[rows], lengths[rows])
+            loss = _loss(scores, (history[rows], lengths[rows], targets[rows]), config, generator, propensity, teacher_batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(rows)
+        metrics = evaluate(model, valid)
+        history_log.append({"epoch": epoch + 1, "loss": total / len(order), **metrics})
+        if metrics["ndcg@20"] > best["ndcg@20"]:
+            best = {"epoch": epoch + 1, **metrics}
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch + 1 - best["epoch"] >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, {"best_epoch": best["epoch"], "valid": best, "epochs": history_log,
+                   "train_seconds": round(time.perf_counter() - started, 1), "config": config.to_dict()}

@@ -1,0 +1,75 @@
+"""SASRec / GRU4Rec / Caser, embedding folding, training and distillation on small slices of MovieLens."""
+
+import numpy as np
+import pytest
+import torch
+
+from rankstill.distill.seqrec.data import SeqDataset
+from rankstill.distill.seqrec.evaluate import evaluate, ranking_metrics
+from rankstill.distill.seqrec.models import SeqShape, build_model
+from rankstill.distill.seqrec.teacher import load_interchange, write_interchange
+from rankstill.distill.seqrec.train import TrainConfig, train
+
+
+def head(data: SeqDataset, rows: int) -> SeqDataset:
+    return SeqDataset(data.history[:rows], data.lengths[:rows], data.targets[:rows], data.pad_id)
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "gru4rec", "caser"])
+def test_scores_do_not_depend_on_batch_neighbours_and_survive_folding(kind, seq_data):
+    torch.manual_seed(0)
+    external = torch.randn(seq_data.num_items, 16)
+    model = build_model(SeqShape(kind=kind, num_items=seq_data.num_items, hidden=32, text_dim=16), external, 0.7).eval()
+    rows = head(seq_data.split("valid"), 8)
+    history, lengths = torch.as_tensor(rows.history), torch.as_tensor(rows.lengths)
+    with torch.no_grad():
+        batch = model(history, lengths)
+        single = model(history[3:4], lengths[3:4])
+        model.item_input.fold()
+        folded = model(history, lengths)
+    assert batch.shape == (8, seq_data.num_items)
+    assert torch.allclose(batch[3], single[0], atol=1e-5)
+    assert torch.allclose(batch, folded, atol=1e-5)
+    assert model.item_input.projector is None
+
+
+def test_metrics_by_hand():
+    top = np.array([[5, 3, 9], [1, 2, 4], [7, 8, 6]])
+    targets = np.array([3, 0, 7])
+    metrics = ranking_metrics(top, targets, cutoffs=(1, 3))
+    assert metrics["hr@1"] == pytest.approx(1 / 3)
+    assert metrics["hr@3"] == pytest.approx(2 / 3)
+    assert metrics["ndcg@3"] == pytest.approx((1 / np.log2(3) + 1) / 3)
+
+
+@pytest.fixture(scope="module")
+def small_teacher(seq_data, tmp_path_factory):
+    torch.manual_seed(0)
+    train_rows, valid = head(seq_data.split("train"), 6000), head(seq_data.split("valid"), 1000)
+    model = build_model(SeqShape(kind="sasrec", num_items=seq_data.num_items, hidden=32))
+    untrained = evaluate(model, valid)
+    model, report = train(model, train_rows, valid, TrainConfig(loss="ce", epochs=3, patience=3), progress=False)
+    folder = tmp_path_factory.mktemp("seq-teacher")
+    write_interchange(folder, model, seq_data.split("train"), seq_data.split("test"), 10, {"teacher_id": "tiny"})
+    return folder, untrained, report
+
+
+def test_training_beats_an_untrained_model_and_picks_the_best_validation_epoch(small_teacher):
+    _, untrained, report = small_teacher
+    assert report["valid"]["hr@20"] > 3 * untrained["hr@20"]
+    assert report["valid"]["ndcg@20"] == max(epoch["ndcg@20"] for epoch in report["epochs"])
+
+
+def test_ranking_distillation_moves_the_student_towards_the_teacher(small_teacher, seq_data):
+    folder, _, _ = small_teacher
+    teacher = load_interchange(folder, seq_data)
+    rows = 6000
+    targets = type(teacher.targets)(teacher.targets.candidates[:rows], teacher.targets.distances[:rows])
+    train_rows, valid = head(seq_data.split("train"), rows), head(seq_data.split("valid"), 1000)
+    overlaps = {}
+    for name, weight in (("alone", 0.0), ("distilled", 0.8)):
+        torch.manual_seed(1)
+        student = build_model(SeqShape(kind="gru4rec", num_items=seq_data.num_items, hidden=32))
+        student, _ = train(student, train_rows, valid, TrainConfig(epochs=2, distill_weight=weight), targets, progress=False)
+        overlaps[name] = evaluate(student, seq_data.split("test"), teacher.test_top)["overlap@20"]
+    assert overlaps["distilled"] > overlaps["alone"] + 0.05, overlaps
