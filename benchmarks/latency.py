@@ -97,7 +97,8 @@ def time_floor(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads)
             "cached_tokens_plus_onnxruntime": percentiles(with_cached_tokens)}
 
 
-async def time_http(url: str, payloads, concurrency: int, model: str | None, warm_passes: int) -> dict:
+async def time_http(url: str, payloads, concurrency: int, model: str | None, warm_passes: int,
+                    keep_samples: bool = False) -> dict:
     """Latency of /rerank at `concurrency`, after `warm_passes` unmeasured passes over the payloads
     (a server in steady state has seen its catalogue's documents: their tokens are cached)."""
     latencies: list[float] = []
@@ -107,7 +108,9 @@ async def time_http(url: str, payloads, concurrency: int, model: str | None, war
         while queue:
             measured = len(queue) <= len(payloads)
             query, docs = queue.pop()
-            body = {"query": query, "documents": docs, "return_documents": False, "model": model}
+            body = {"query": query, "documents": docs, "return_documents": False}
+            if model:
+                body["model"] = model
             began = time.perf_counter()
             response = await client.post("/rerank", json=body)
             if measured:
@@ -115,16 +118,19 @@ async def time_http(url: str, payloads, concurrency: int, model: str | None, war
             response.raise_for_status()
 
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        await client.post("/rerank", json={"query": "warm", "documents": ["up"]})
+        (await client.post("/rerank", json={"query": "warm", "documents": ["up"]})).raise_for_status()
         began = time.perf_counter()
         await asyncio.gather(*[user(client) for _ in range(concurrency)])
         wall = time.perf_counter() - began
     sent = len(payloads) * (warm_passes + 1)
-    return {**percentiles(latencies), "requests_per_s": sent / wall, "warm_passes": warm_passes}
+    report = {**percentiles(latencies), "requests_per_s": sent / wall, "warm_passes": warm_passes}
+    if keep_samples:
+        report["samples_ms"] = [round(s * 1000, 3) for s in latencies]
+    return report
 
 
 def time_paired(url: str, payloads, onnx_path: Path, tokenizer_file: Path, max_length: int,
-                model: str, warm_passes: int) -> dict:
+                model: str, warm_passes: int, keep_samples: bool = False) -> dict:
     """Concurrency 1, paired: for each payload, bare ONNX Runtime on its pre-tokenized batch and
     then the same payload over HTTP, so drift on a shared machine hits both alike."""
     session = session_for(onnx_path)
@@ -142,7 +148,10 @@ def time_paired(url: str, payloads, onnx_path: Path, tokenizer_file: Path, max_l
             began = time.perf_counter()
             client.post("/rerank", json=body).raise_for_status()
             http.append(time.perf_counter() - began)
-    report = {"bare_onnxruntime": percentiles(bare), "http": percentiles(http), "warm_passes": warm_passes}
+    report = {"bare_onnxruntime": percentiles(bare), "http": percentiles(http), "warm_passes": warm_passes,
+              "requests_per_s": len(http) / sum(http)}
+    if keep_samples:
+        report["http"]["samples_ms"] = [round(s * 1000, 3) for s in http]
     report["p50_ratio"] = report["http"]["p50_ms"] / report["bare_onnxruntime"]["p50_ms"]
     report["p99_ratio"] = report["http"]["p99_ms"] / report["bare_onnxruntime"]["p99_ms"]
     return report

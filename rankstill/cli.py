@@ -240,6 +240,55 @@ def triton_command(
             typer.echo("stopping Triton")
 
 
+@app.command("bench")
+def bench_command(
+    scenarios: Path = typer.Option(Path("benchmarks/scenarios.yaml"), help="YAML scenarios (candidates, concurrency, backend, model, budgets)."),
+    data: Path = DataOption,
+    model_repo: Path = typer.Option(Path("model_repo")),
+    url: Optional[str] = typer.Option(None, help="Benchmark a server already running here instead of starting one per backend."),
+    only: Optional[str] = typer.Option(None, help="Comma-separated scenario names to run."),
+    out: Path = typer.Option(Path("bench-results"), help="Folder for results.json and report.png."),
+    reference_hardware: bool = typer.Option(False, help="This machine is the file's reference hardware: judge absolute p99_ms budgets too."),
+    peers: bool = typer.Option(False, help="Also run the peers (plain CrossEncoder server, teacher, Infinity) on the same payloads."),
+    peer_concurrency: str = typer.Option("1,8", help="Concurrency levels for the peers."),
+    peer_requests: int = typer.Option(100, help="Requests per peer and concurrency (100 candidates each)."),
+    student_checkpoint: Path = typer.Option(Path("runs/student"), help="PyTorch student for the CrossEncoder and Infinity peers."),
+    teacher_repo: Path = typer.Option(Path("runs/teacher-repo"), help="Teacher exported by `rankstill teacher export` (the teacher peer and --quality)."),
+    infinity: Optional[Path] = typer.Option(None, help="infinity_emb executable (default: on PATH or .venv-infinity)."),
+    quality: bool = typer.Option(False, help="Print NDCG@10 on validation queries for random, BM25, teacher, student fp32 and int8, and speedups."),
+) -> None:
+    """Latency and throughput per scenario vs the floor measured in the same run; exits non-zero naming failed budgets."""
+    from rankstill.benchmarks.plots import write_report_png
+    from rankstill.benchmarks.scenarios import load_scenarios, run_scenarios
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = run_scenarios(load_scenarios(scenarios), data, model_repo, url,
+                            on_reference_hardware=reference_hardware, only=only.split(",") if only else None, echo=typer.echo)
+    if peers:
+        from rankstill.benchmarks.latency import build_payloads
+        from rankstill.benchmarks.peers import infinity_default, peers as peer_list, run_peers
+
+        results["peers"] = run_peers(peer_list(student_checkpoint, teacher_repo, infinity or infinity_default(), model_repo),
+                                     build_payloads(data, peer_requests, 100),
+                                     [int(c) for c in peer_concurrency.split(",")], echo=typer.echo)
+    if quality:
+        from rankstill.benchmarks.quality import format_quality, quality_report
+        from rankstill.model_repo import load_model
+
+        models = {"student-fp32": load_model(model_repo).directory,
+                  "student-int8": load_model(model_repo, load_model(model_repo).name + "-int8").directory}
+        if (teacher_repo / "rerank-teacher").is_dir():
+            models["teacher"] = teacher_repo / "rerank-teacher"
+        results["quality"] = quality_report(data, models)
+        typer.echo(format_quality(results["quality"]))
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_report_png(results, out / "report.png", results.get("peers"))
+    typer.echo(f"results: {out / 'results.json'}, plots: {out / 'report.png'}")
+    if results["failures"]:
+        typer.echo("budget failures:\n  " + "\n  ".join(results["failures"]), err=True)
+        raise typer.Exit(1)
+
+
 seq_app = typer.Typer(help="Sequential recommenders (SASRec, GRU4Rec, Caser) distilled with DLLM2Rec.", no_args_is_help=True)
 app.add_typer(seq_app, name="seq")
 SeqDataOption = typer.Option(Path("runs/seq/data"), "--data", help="Dataset folder written by `rankstill seq data`.")

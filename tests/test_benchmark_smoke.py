@@ -17,3 +17,56 @@ def test_latency_benchmark_smoke(tmp_path):
     assert report["http"]["1"]["http"]["n"] == 6 and report["http"]["2"]["n"] == 6
     assert report["p99_ratio_concurrency_1"] > 0
     assert report["floor"]["bare_onnxruntime"]["p50_ms"] > 0
+
+
+def test_bench_scenarios_smoke_writes_results_and_plots(tmp_path):
+    out = tmp_path / "bench"
+    subprocess.run([sys.executable, "-m", "rankstill.cli", "bench", "--scenarios", "benchmarks/smoke.yaml",
+                    "--data", str(DATA), "--model-repo", str(MODEL_REPO), "--out", str(out)], check=True, cwd=ROOT)
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["scenarios"]) == {"smoke-c1", "smoke-c4-int8"} and results["failures"] == []
+    for result in results["scenarios"].values():
+        assert len(result["http"]["samples_ms"]) == 6
+        assert result["floor"]["p99_ms"] > 0 and result["p99_vs_floor"] > 0
+    assert results["scenarios"]["smoke-c4-int8"]["scenario"]["model"] == "rerank-student-int8"
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_fails_and_names_the_scenario_that_breaks_its_budget(tmp_path):
+    scenarios = tmp_path / "impossible.yaml"
+    scenarios.write_text("defaults: {requests: 4, warm_passes: 0, candidates: 10}\n"
+                         "scenarios:\n  - {name: faster-than-the-model, concurrency: 1, budgets: {p99_vs_floor: 0.01}}\n")
+    result = subprocess.run([sys.executable, "-m", "rankstill.cli", "bench", "--scenarios", str(scenarios), "--data", str(DATA),
+                             "--model-repo", str(MODEL_REPO), "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "faster-than-the-model: p99" in result.stderr
+
+
+def test_scenario_files_with_unknown_keys_are_refused(tmp_path):
+    import pytest
+
+    from rankstill.benchmarks.scenarios import load_scenarios
+
+    path = tmp_path / "typo.yaml"
+    path.write_text("scenarios:\n  - {name: a, concurency: 8}\n")
+    with pytest.raises(ValueError, match="concurency"):
+        load_scenarios(path)
+
+
+def test_locust_headless_run_writes_csv_and_enforces_its_budgets(tmp_path):
+    import csv
+
+    from conftest import running_server
+
+    with running_server("--model-repo", str(MODEL_REPO)) as url:
+        def locust(budget_ms: str, prefix: str):
+            return subprocess.run([sys.executable, "-m", "locust", "-f", "benchmarks/locustfile.py", "--host", url, "--headless",
+                                   "-u", "2", "-r", "2", "-t", "4s", "--csv", str(tmp_path / prefix), "--only-summary",
+                                   "--data", str(DATA), "--queries", "10", "--candidates", "20",
+                                   "--p99-budget-ms", budget_ms], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        within = locust("10000", "ok")
+        broken = locust("0.001", "broken")
+    assert within.returncode == 0, within.stderr[-2000:]
+    rows = {row["Name"]: row for row in csv.DictReader((tmp_path / "ok_stats.csv").open())}
+    assert int(rows["/rerank"]["Request Count"]) > 0 and int(rows["/rerank"]["Failure Count"]) == 0
+    assert broken.returncode == 1 and "budget failed" in broken.stderr

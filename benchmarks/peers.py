@@ -1,0 +1,106 @@
+"""Peers in the same run, on the same payloads: rankstill, a plain CrossEncoder server, the teacher, Infinity.
+
+Each peer is a real server on 127.0.0.1 answering `POST /rerank` with `{query, documents}`.
+A peer that cannot start here is reported with the reason, never silently left out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rankstill.local_server import free_port, http_ok, running_server, wait_until_ready
+
+from .latency import time_http
+
+
+@dataclass
+class Peer:
+    name: str
+    describe: str
+    command: list[str] | None  # None: a rankstill server (started with running_server)
+    rankstill_args: tuple[str, ...] = ()
+    ready_path: str = "/readyz"
+    unavailable: str | None = None  # why this peer cannot run here
+
+
+def peers(student_checkpoint: Path | None, teacher_repo: Path | None, infinity_bin: Path | None,
+          model_repo: Path) -> list[Peer]:
+    found = [Peer("rankstill", "rankstill serve (ONNX Runtime, micro-batching), the committed student", None,
+                  ("--model-repo", str(model_repo)))]
+    crossencoder = [sys.executable, "-m", "rankstill.benchmarks.crossencoder_server", "--model", str(student_checkpoint)]
+    found.append(Peer("crossencoder", "sentence-transformers CrossEncoder behind a plain FastAPI endpoint, same student (PyTorch)",
+                      crossencoder if student_checkpoint and student_checkpoint.is_dir() else None,
+                      unavailable=None if student_checkpoint and student_checkpoint.is_dir()
+                      else f"student checkpoint {student_checkpoint} not found (run `rankstill train`)"))
+    found.append(Peer("teacher", "rankstill serve on the teacher exported to ONNX", None, ("--model-repo", str(teacher_repo)),
+                      unavailable=None if teacher_repo and teacher_repo.is_dir()
+                      else f"teacher repository {teacher_repo} not found (run `rankstill teacher export`)"))
+    if infinity_bin and infinity_bin.is_file():
+        found.append(Peer("infinity", "Infinity (infinity-emb, torch engine) on the same student checkpoint",
+                          [str(infinity_bin), "v2", "--model-id", str(student_checkpoint), "--engine", "torch",
+                           "--device", "cpu"], ready_path="/health"))
+    else:
+        found.append(Peer("infinity", "Infinity", None, unavailable=f"no infinity_emb at {infinity_bin} "
+                                                                   "(see shared PEERS.md for its own virtualenv)"))
+    return found
+
+
+@contextlib.contextmanager
+def started(peer: Peer):
+    if peer.command is None:
+        with running_server(*peer.rankstill_args) as url:
+            yield url
+        return
+    port = free_port()
+    command = peer.command + ["--port", str(port)]
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until_ready(lambda: http_ok(url + peer.ready_path), process, 180, peer.name)
+        except (RuntimeError, TimeoutError) as error:
+            log.seek(0)
+            raise RuntimeError(f"{error}: {log.read().decode(errors='replace')[-600:]}") from None
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_peers(peer_list: list[Peer], payloads, concurrencies: list[int], warm_passes: int = 1, echo=print) -> dict:
+    results = {}
+    for peer in peer_list:
+        if peer.unavailable:
+            results[peer.name] = {"describe": peer.describe, "unavailable": peer.unavailable}
+            echo(f"{peer.name}: not run ({peer.unavailable})")
+            continue
+        try:
+            with started(peer) as url:
+                results[peer.name] = {"describe": peer.describe, "concurrency": {
+                    str(c): asyncio.run(time_http(url, payloads, c, None, warm_passes)) for c in concurrencies}}
+        except Exception as error:  # a peer failing to start is a finding, not a crash of the suite
+            results[peer.name] = {"describe": peer.describe, "unavailable": f"{type(error).__name__}: {error}"}
+        for c, r in results[peer.name].get("concurrency", {}).items():
+            echo(f"{peer.name} c={c}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['requests_per_s']:.1f} req/s")
+    rankstill = results.get("rankstill", {}).get("concurrency", {})
+    for name, result in results.items():
+        if name != "rankstill" and "concurrency" in result:
+            result["rankstill_p99_advantage"] = {c: r["p99_ms"] / rankstill[c]["p99_ms"]
+                                                 for c, r in result["concurrency"].items() if c in rankstill}
+    return results
+
+
+def infinity_default() -> Path | None:
+    found = shutil.which("infinity_emb")
+    return Path(found) if found else Path(".venv-infinity/bin/infinity_emb")

@@ -1,0 +1,160 @@
+"""Benchmark scenarios from YAML, run against real servers, with budgets as ratios to the floor.
+
+A scenario names candidates per request, concurrency, backend (embedded | triton) and model.
+For each, in the same run: `/rerank` latency percentiles and throughput, and the floor — bare
+ONNX Runtime on the same pre-tokenized batches. Budgets:
+
+    p99_vs_floor         /rerank p99 ≤ this × floor p99 (concurrency 1: paired samples)
+    throughput_vs_floor  requests/s ≥ this × the floor's ceiling (1 / mean bare run time)
+    p99_ms               absolute p99 in ms; only judged on the file's `reference_hardware`
+                         when `--reference-hardware` says this machine is it
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from rankstill.local_server import running_server
+from rankstill.model_repo import load_model
+
+from .latency import build_payloads, percentiles, session_for, time_http, time_paired
+from rankstill.pair_tokenizer import PairTokenizer
+
+BUDGET_KEYS = {"p99_vs_floor", "throughput_vs_floor", "p99_ms"}
+SCENARIO_KEYS = {"name", "candidates", "concurrency", "backend", "model", "requests", "warm_passes", "budgets"}
+
+
+@dataclass
+class Scenario:
+    name: str
+    candidates: int = 100
+    concurrency: int = 1
+    backend: str = "embedded"  # embedded | triton
+    model: str | None = None  # None: the repository's default
+    requests: int = 200
+    warm_passes: int = 1
+    budgets: dict = field(default_factory=dict)
+
+
+@dataclass
+class ScenarioFile:
+    scenarios: list[Scenario]
+    reference_hardware: str | None = None
+
+
+def load_scenarios(path: Path) -> ScenarioFile:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    defaults = raw.get("defaults", {})
+    scenarios = []
+    for entry in raw.get("scenarios", []):
+        merged = {**defaults, **entry}
+        unknown = set(merged) - SCENARIO_KEYS
+        if unknown or "name" not in merged:
+            raise ValueError(f"{path}: scenario {entry.get('name', '?')!r} has unknown keys {sorted(unknown)} "
+                             f"or no name (keys: {sorted(SCENARIO_KEYS)})")
+        bad_budgets = set(merged.get("budgets", {})) - BUDGET_KEYS
+        if bad_budgets:
+            raise ValueError(f"{path}: scenario {merged['name']!r}: unknown budgets {sorted(bad_budgets)} (known: {sorted(BUDGET_KEYS)})")
+        if merged.get("backend", "embedded") not in ("embedded", "triton"):
+            raise ValueError(f"{path}: scenario {merged['name']!r}: backend must be embedded or triton")
+        scenarios.append(Scenario(**merged))
+    if not scenarios:
+        raise ValueError(f"{path}: no scenarios")
+    return ScenarioFile(scenarios, raw.get("reference_hardware"))
+
+
+def floor_times(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads) -> list[float]:
+    """Seconds of bare ONNX Runtime per payload on pre-tokenized batches (after one warm run)."""
+    import time
+
+    tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
+    session = session_for(onnx_path)
+    batches = [tokenizer.encode([q] * len(docs), docs).as_feeds() for q, docs in payloads]
+    session.run(None, batches[0])
+    seconds = []
+    for feeds in batches:
+        began = time.perf_counter()
+        session.run(None, feeds)
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
+def measure(scenario: Scenario, url: str, payloads, entry) -> dict:
+    """Latencies over HTTP plus the floor on the same batches; raw latencies kept for the CDF plot."""
+    if scenario.concurrency == 1:
+        paired = time_paired(url, payloads, entry.onnx_path, entry.tokenizer_path, entry.max_length,
+                             entry.name, scenario.warm_passes, keep_samples=True)
+        http, floor = paired["http"], paired["bare_onnxruntime"]
+        floor["ceiling_requests_per_s"] = 1000.0 / floor["mean_ms"]
+        http["requests_per_s"] = paired["requests_per_s"]
+    else:
+        http = asyncio.run(time_http(url, payloads, scenario.concurrency, entry.name, scenario.warm_passes, keep_samples=True))
+        floor_s = floor_times(entry.onnx_path, entry.tokenizer_path, entry.max_length, payloads)
+        floor = {**percentiles(floor_s), "ceiling_requests_per_s": 1.0 / float(np.mean(floor_s))}
+    return {"http": http, "floor": floor,
+            "p99_vs_floor": http["p99_ms"] / floor["p99_ms"],
+            "throughput_vs_floor": http["requests_per_s"] / floor["ceiling_requests_per_s"]}
+
+
+def judge(scenario: Scenario, result: dict, on_reference_hardware: bool) -> list[str]:
+    """Budget failures of one scenario, each naming the scenario."""
+    failures = []
+    budgets = scenario.budgets
+    if "p99_vs_floor" in budgets and result["p99_vs_floor"] > budgets["p99_vs_floor"]:
+        failures.append(f"{scenario.name}: p99 {result['p99_vs_floor']:.2f} × floor > budget {budgets['p99_vs_floor']}")
+    if "throughput_vs_floor" in budgets and result["throughput_vs_floor"] < budgets["throughput_vs_floor"]:
+        failures.append(f"{scenario.name}: throughput {result['throughput_vs_floor']:.2f} × floor ceiling "
+                        f"< budget {budgets['throughput_vs_floor']}")
+    if "p99_ms" in budgets and on_reference_hardware and result["http"]["p99_ms"] > budgets["p99_ms"]:
+        failures.append(f"{scenario.name}: p99 {result['http']['p99_ms']:.1f} ms > budget {budgets['p99_ms']} ms")
+    return failures
+
+
+@contextlib.contextmanager
+def server_for(backend: str, model_repo: Path, triton_python: Path, url: str | None):
+    if url:
+        yield url
+        return
+    if backend == "embedded":
+        with running_server("--model-repo", str(model_repo)) as started:
+            yield started
+        return
+    from rankstill.server.triton.launcher import running_triton
+
+    with tempfile.TemporaryDirectory() as workdir, \
+            running_triton(model_repo, Path(workdir), triton_python) as triton, \
+            running_server("--model-repo", str(model_repo), "--backend", "triton", "--triton-url", triton.grpc_url) as started:
+        yield started
+
+
+def run_scenarios(spec: ScenarioFile, data: Path, model_repo: Path, url: str | None = None,
+                  triton_python: Path = Path(".venv-triton/bin/python"), on_reference_hardware: bool = False,
+                  only: list[str] | None = None, echo=print) -> dict:
+    """Run every scenario (one server per backend, reused across its scenarios); results and failures."""
+    chosen = [s for s in spec.scenarios if not only or s.name in only]
+    payload_cache: dict[tuple[int, int], list] = {}
+    results, failures = {}, []
+    for backend in dict.fromkeys(s.backend for s in chosen):
+        with server_for(backend, model_repo, triton_python, url) as server_url:
+            for scenario in (s for s in chosen if s.backend == backend):
+                key = (scenario.requests, scenario.candidates)
+                if key not in payload_cache:
+                    payload_cache[key] = build_payloads(data, *key)
+                entry = load_model(model_repo, scenario.model)
+                result = measure(scenario, server_url, payload_cache[key], entry)
+                result["scenario"] = {**scenario.__dict__, "model": entry.name}
+                result["failures"] = judge(scenario, result, on_reference_hardware)
+                results[scenario.name] = result
+                failures += result["failures"]
+                echo(f"{scenario.name}: p50 {result['http']['p50_ms']:.1f} ms, p99 {result['http']['p99_ms']:.1f} ms "
+                     f"({result['p99_vs_floor']:.2f} × floor), {result['http']['requests_per_s']:.1f} req/s "
+                     f"({result['throughput_vs_floor']:.2f} × floor ceiling)" + (" FAIL" if result["failures"] else ""))
+    return {"reference_hardware": spec.reference_hardware, "on_reference_hardware": on_reference_hardware,
+            "scenarios": results, "failures": failures}
