@@ -200,7 +200,9 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["embedded"], choices=["embedded", "triton", "shadow"],
                         help="triton also starts a real Triton server (needs `make triton-env`); shadow serves "
                              "embedded with every request shadowed to a slow teacher (see --shadow-delay).")
-    parser.add_argument("--shadow-delay", type=float, default=2.0, help="Seconds the shadow teacher takes per call.")
+    parser.add_argument("--shadow-delay", type=float, default=2.0, help="Seconds the stand-in shadow teacher takes per call.")
+    parser.add_argument("--shadow-teacher", default=None,
+                        help="Shadow to this teacher (local ONNX entry or URL) instead of the slow stand-in.")
     parser.add_argument("--triton-python", type=Path, default=Path(".venv-triton/bin/python"))
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--candidates", type=int, default=100)
@@ -236,7 +238,8 @@ def main() -> None:
                 run_http(url, backend)
             continue
         if backend == "shadow":
-            with slow_teacher(args.shadow_delay) as teacher_url, \
+            teacher = contextlib.nullcontext(args.shadow_teacher) if args.shadow_teacher else slow_teacher(args.shadow_delay)
+            with teacher as teacher_url, \
                     running_server("--model-repo", str(args.model_repo), "--shadow-teacher", teacher_url,
                                    "--shadow-rate", "1.0", "--shadow-timeout", str(args.shadow_delay + 1)) as url:
                 run_http(url, backend)

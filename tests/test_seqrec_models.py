@@ -73,3 +73,33 @@ def test_ranking_distillation_moves_the_student_towards_the_teacher(small_teache
         student, _ = train(student, train_rows, valid, TrainConfig(epochs=2, distill_weight=weight), targets, progress=False)
         overlaps[name] = evaluate(student, seq_data.split("test"), teacher.test_top)["overlap@20"]
     assert overlaps["distilled"] > overlaps["alone"] + 0.05, overlaps
+
+
+def test_import_checks_row_alignment_and_id_range(small_teacher, seq_data, tmp_path):
+    from rankstill.distill.seqrec.teacher import (CONFIDENCE_FILE, EMBEDDINGS_FILE, RANKS_FILE, import_interchange)
+
+    folder, _, _ = small_teacher
+    ranks = np.loadtxt(folder / RANKS_FILE, dtype=np.int64)
+    files = {"embeddings": folder / EMBEDDINGS_FILE, "ranks": folder / RANKS_FILE, "confidence": folder / CONFIDENCE_FILE}
+
+    short = tmp_path / "short.txt"
+    np.savetxt(short, ranks[:-1], fmt="%d")
+    with pytest.raises(ValueError, match="rows must align"):
+        import_interchange(**{**files, "ranks": short}, data=seq_data, out=tmp_path / "a", teacher_id="x")
+    assert not (tmp_path / "a").exists()  # nothing is written before the files pass
+
+    out_of_range = tmp_path / "range.txt"
+    bad = ranks.copy()
+    bad[7, 3] = seq_data.num_items
+    np.savetxt(out_of_range, bad, fmt="%d")
+    with pytest.raises(ValueError, match="item ids must lie in 0..1681"):
+        import_interchange(**{**files, "ranks": out_of_range}, data=seq_data, out=tmp_path / "b", teacher_id="x")
+
+    wrong_items = tmp_path / "embeddings.pt"
+    torch.save(torch.zeros(seq_data.num_items - 1, 8), wrong_items)
+    with pytest.raises(ValueError, match="one row per item"):
+        import_interchange(**{**files, "embeddings": wrong_items}, data=seq_data, out=tmp_path / "c", teacher_id="x")
+
+    imported = import_interchange(**files, data=seq_data, out=tmp_path / "ok", teacher_id="bigrec")
+    assert (imported.targets.candidates == ranks).all()
+    assert load_interchange(tmp_path / "ok", seq_data).info["teacher_id"] == "bigrec"

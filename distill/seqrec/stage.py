@@ -89,9 +89,15 @@ VARIANTS = {
 
 def comparison_table(data_dir: Path, teacher_dir: Path, out: Path, kinds: list[str], variants: list[str],
                      shape: SeqShape, config: TrainConfig) -> list[dict]:
-    """Train every (student kind, variant), write table.json and table.md; the teacher is the first row."""
-    rows = [{"model": "teacher", "variant": json.loads((teacher_dir / "teacher.json").read_text()).get("teacher_id"),
-             **json.loads((teacher_dir / "teacher.json").read_text()).get("test", {})}]
+    """Train every (student kind, variant), write table.json and table.md; the teacher is the first row.
+
+    Rows already in `out/table.json` for other (model, variant) pairs are kept, so a table can be
+    built in several runs.
+    """
+    info = json.loads((teacher_dir / "teacher.json").read_text())
+    previous = json.loads((out / "table.json").read_text()) if (out / "table.json").is_file() else []
+    rows = [{"model": "teacher", "variant": info.get("teacher_id"), **info.get("test", {})}]
+    rows += [r for r in previous if r["model"] != "teacher" and not (r["model"] in kinds and r["variant"] in variants)]
     for kind in kinds:
         for variant in variants:
             distill_weight, embed_weight, weights = VARIANTS[variant]

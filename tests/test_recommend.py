@@ -1,0 +1,83 @@
+"""`POST /recommend` on the committed MovieLens-100K student, over real HTTP, checked against ONNX Runtime directly."""
+
+import json
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from rankstill.model_repo import load_model
+
+from conftest import MODEL_REPO, running_server
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server("--model-repo", str(MODEL_REPO)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def recommender():
+    entry = load_model(MODEL_REPO, task="recommend")
+    catalogue = json.loads(entry.items_path.read_text())
+    return entry, [item["id"] for item in catalogue], {item["id"]: item["title"] for item in catalogue}
+
+
+def direct_scores(entry, history_index: list[int]) -> np.ndarray:
+    window, pad = entry.metadata["window"], entry.metadata["num_items"]
+    session = ort.InferenceSession(str(entry.onnx_path), providers=["CPUExecutionProvider"])
+    history = np.array([history_index + [pad] * (window - len(history_index))], dtype=np.int64)
+    return session.run(["scores"], {"history": history, "lengths": np.array([len(history_index)], dtype=np.int64)})[0][0]
+
+
+def test_committed_recommender_is_small_and_reports_its_quality(recommender):
+    entry, ids, _ = recommender
+    assert entry.task == "recommend" and entry.onnx_path.stat().st_size <= 20 * 1024 * 1024
+    assert len(ids) == entry.metadata["num_items"] == 1682
+    assert entry.metadata["parity"]["onnx_vs_pytorch"]["passed"]
+    assert entry.metadata["quality"]["test"]["hr@20"] > 0.05  # random order would give 20 / 1682 ≈ 0.012
+
+
+def test_recommend_ranks_the_catalogue_like_the_model_and_skips_the_history(server, recommender):
+    entry, ids, titles = recommender
+    history = [ids[49], ids[171], ids[180]]  # catalogue ids: Star Wars, The Empire Strikes Back, Return of the Jedi
+    answer = httpx.post(f"{server}/recommend", json={"history": history, "top_n": 5})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] == entry.name and len(body["results"]) == 5
+    scores = direct_scores(entry, [49, 171, 180])
+    scores[[49, 171, 180]] = -np.inf
+    expected = [ids[i] for i in np.argsort(-scores, kind="stable")[:5]]
+    assert [r["id"] for r in body["results"]] == expected
+    assert all(r["title"] == titles[r["id"]] for r in body["results"])
+    assert not set(history) & {r["id"] for r in body["results"]}
+
+    kept = httpx.post(f"{server}/recommend", json={"history": history, "candidates": history + [ids[0]],
+                                                   "exclude_history": False}).json()
+    assert sorted(r["id"] for r in kept["results"]) == sorted(history + [ids[0]])
+
+
+def test_recommend_within_candidates(server, recommender):
+    _, ids, _ = recommender
+    candidates = [ids[0], ids[1], ids[2], ids[99]]
+    body = httpx.post(f"{server}/recommend", json={"history": [ids[0], ids[5]], "candidates": candidates, "top_n": 10}).json()
+    returned = [r["id"] for r in body["results"]]
+    assert sorted(returned) == sorted([ids[1], ids[2], ids[99]])  # ids[0] is in the history
+    assert [r["score"] for r in body["results"]] == sorted((r["score"] for r in body["results"]), reverse=True)
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"history": []}, 422, "at least 1"),
+    ({"history": [999999]}, 422, "unknown item ids in history: [999999]"),
+    ({"history": [1], "candidates": [1, -5]}, 422, "unknown item ids in candidates: [-5]"),
+    ({"history": list(range(1, 13))}, 422, "at most 10"),
+    ({"history": ["one"]}, 422, "history"),
+    ({"history": [1], "top_n": 0}, 422, "top_n"),
+    ({"history": [1], "model": "nope"}, 404, "unknown recommend model"),
+])
+def test_bad_recommend_requests_get_clear_4xx(server, body, status, words):
+    answer = httpx.post(f"{server}/recommend", json=body)
+    assert answer.status_code == status
+    assert words in json.dumps(answer.json())
