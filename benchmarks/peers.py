@@ -38,14 +38,14 @@ def peers(student_checkpoint: Path | None, teacher_repo: Path | None, infinity_b
     found.append(Peer("crossencoder", "sentence-transformers CrossEncoder behind a plain FastAPI endpoint, same student (PyTorch)",
                       crossencoder if student_checkpoint and student_checkpoint.is_dir() else None,
                       unavailable=None if student_checkpoint and student_checkpoint.is_dir()
-                      else f"student checkpoint {student_checkpoint} not found (run `rankstill train`)"))
+                      else f"student checkpoint {student_checkpoint} not found"))
     found.append(Peer("teacher", "rankstill serve on the teacher exported to ONNX", None, ("--model-repo", str(teacher_repo)),
                       unavailable=None if teacher_repo and teacher_repo.is_dir()
                       else f"teacher repository {teacher_repo} not found (run `rankstill teacher export`)"))
     if infinity_bin and infinity_bin.is_file():
         found.append(Peer("infinity", "Infinity (infinity-emb, torch engine) on the same student checkpoint",
                           [str(infinity_bin), "v2", "--model-id", str(student_checkpoint), "--engine", "torch",
-                           "--device", "cpu"], ready_path="/health"))
+                           "--device", "cpu", "--host", "127.0.0.1"], ready_path="/health"))
     else:
         found.append(Peer("infinity", "Infinity", None, unavailable=f"no infinity_emb at {infinity_bin} "
                                                                    "(see shared PEERS.md for its own virtualenv)"))

@@ -252,7 +252,8 @@ def bench_command(
     peers: bool = typer.Option(False, help="Also run the peers (plain CrossEncoder server, teacher, Infinity) on the same payloads."),
     peer_concurrency: str = typer.Option("1,8", help="Concurrency levels for the peers."),
     peer_requests: int = typer.Option(100, help="Requests per peer and concurrency (100 candidates each)."),
-    student_checkpoint: Path = typer.Option(Path("runs/student"), help="PyTorch student for the CrossEncoder and Infinity peers."),
+    student_checkpoint: Path = typer.Option(Path("runs/peer-student"), help="PyTorch copy of the served student for the CrossEncoder "
+                                                                            "and Infinity peers; recovered from its ONNX file when missing."),
     teacher_repo: Path = typer.Option(Path("runs/teacher-repo"), help="Teacher exported by `rankstill teacher export` (the teacher peer and --quality)."),
     infinity: Optional[Path] = typer.Option(None, help="infinity_emb executable (default: on PATH or .venv-infinity)."),
     quality: bool = typer.Option(False, help="Print NDCG@10 on validation queries for random, BM25, teacher, student fp32 and int8, and speedups."),
@@ -267,6 +268,11 @@ def bench_command(
     if peers:
         from rankstill.benchmarks.latency import build_payloads
         from rankstill.benchmarks.peers import infinity_default, peers as peer_list, run_peers
+        from rankstill.benchmarks.student_checkpoint import recover
+        from rankstill.model_repo import load_model
+
+        if not student_checkpoint.is_dir():
+            recover(load_model(model_repo), student_checkpoint)
 
         results["peers"] = run_peers(peer_list(student_checkpoint, teacher_repo, infinity or infinity_default(), model_repo),
                                      build_payloads(data, peer_requests, 100),
@@ -398,6 +404,19 @@ def seq_table(
     comparison_table(data, teacher, out, models.split(","), variants.split(","), SeqShape(hidden=hidden),
                      _seq_config(epochs, 256, 1e-3, patience, "bce"))
     typer.echo((out / "table.md").read_text())
+
+
+@seq_app.command("speed")
+def seq_speed(
+    teacher: Path = typer.Option(Path("runs/seq/teacher")),
+    student: Path = typer.Option(Path("runs/seq/student"), help="Student folder from `rankstill seq train` or `seq table`."),
+    data: Path = SeqDataOption,
+    batch_size: int = typer.Option(256, help="Test rows per forward pass."),
+) -> None:
+    """Inference time per batch, teacher vs student (PyTorch CPU, interleaved on the same rows)."""
+    from rankstill.distill.seqrec.stage import inference_ratio
+
+    typer.echo(json.dumps(inference_ratio(teacher, student, data, batch_size), indent=2))
 
 
 @seq_app.command("export")

@@ -24,6 +24,7 @@ class Recommender:
     item_ids: np.ndarray  # index -> catalogue id
     titles: list[str]
     index_of: dict[int, int]  # catalogue id -> index
+    input_names: frozenset[str]  # a model may ignore lengths (Caser)
 
     @classmethod
     def load(cls, entry: ModelEntry, threads: int | None) -> "Recommender":
@@ -34,7 +35,8 @@ class Recommender:
         catalogue = json.loads(entry.items_path.read_text())
         item_ids = np.array([item["id"] for item in catalogue], dtype=np.int64)
         return cls(entry, session, item_ids, [item["title"] for item in catalogue],
-                   {int(item_id): index for index, item_id in enumerate(item_ids)})
+                   {int(item_id): index for index, item_id in enumerate(item_ids)},
+                   frozenset(i.name for i in session.get_inputs()))
 
     @property
     def window(self) -> int:
@@ -50,7 +52,8 @@ class Recommender:
     def scores(self, history: np.ndarray) -> np.ndarray:
         padded = np.full((1, self.window), len(self.item_ids), dtype=np.int64)
         padded[0, : len(history)] = history
-        return self.session.run(["scores"], {"history": padded, "lengths": np.array([len(history)], dtype=np.int64)})[0][0]
+        feeds = {"history": padded, "lengths": np.array([len(history)], dtype=np.int64)}
+        return self.session.run(["scores"], {k: v for k, v in feeds.items() if k in self.input_names})[0][0]
 
     def recommend(self, request: RecommendRequest) -> list[Recommendation]:
         if len(request.history) > self.window:

@@ -103,3 +103,18 @@ def test_import_checks_row_alignment_and_id_range(small_teacher, seq_data, tmp_p
     imported = import_interchange(**files, data=seq_data, out=tmp_path / "ok", teacher_id="bigrec")
     assert (imported.targets.candidates == ranks).all()
     assert load_interchange(tmp_path / "ok", seq_data).info["teacher_id"] == "bigrec"
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "gru4rec", "caser"])
+def test_every_student_exports_to_onnx_with_parity(kind, seq_data, tmp_path):
+    from rankstill.distill.seqrec.stage import save_checkpoint
+    from rankstill.export.seq_export import export_recommender
+    from rankstill.model_repo import default_model_name, load_model
+
+    torch.manual_seed(0)
+    model = build_model(SeqShape(kind=kind, num_items=seq_data.num_items, hidden=16)).eval()
+    save_checkpoint(model, tmp_path / "student", {"valid": {}, "test": {}})
+    metadata = export_recommender(tmp_path / "student", seq_data.folder, tmp_path / "repo", f"rec-{kind}", True, parity_rows=256)
+    assert metadata["parity"]["onnx_vs_pytorch"]["passed"]
+    assert default_model_name(tmp_path / "repo", "recommend") == f"rec-{kind}"
+    assert load_model(tmp_path / "repo", task="recommend").metadata["window"] == seq_data.window

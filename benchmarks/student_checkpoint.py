@@ -1,0 +1,88 @@
+"""The committed student as a PyTorch checkpoint, recovered from its ONNX file, so that peers that
+need PyTorch (sentence-transformers CrossEncoder, Infinity) serve exactly the same weights.
+
+Named initializers map to the state dict by name; each linear layer's weight was folded into an
+anonymous MatMul constant (transposed), which is named by the bias added right after it.
+Parity with the ONNX model is checked before the checkpoint is written.
+
+    python -m rankstill.benchmarks.student_checkpoint --out runs/peer-student
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import numpy_helper
+from transformers import BertConfig, BertForSequenceClassification
+
+from rankstill.model_repo import ModelEntry, load_model
+from rankstill.pair_tokenizer import PairTokenizer
+
+PREFIX = "model."  # the exporter wraps the HF model in a module with attribute `model`
+
+
+def _state_dict(graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    state = {name[len(PREFIX):]: torch.from_numpy(value.copy()) for name, value in values.items() if name.startswith(PREFIX)}
+    producer = {out: node for node in graph.node for out in node.output}
+    for node in graph.node:
+        if node.op_type != "Add":
+            continue
+        bias = next((i for i in node.input if i.startswith(PREFIX) and i.endswith(".bias")), None)
+        matmul = next((producer.get(i) for i in node.input if producer.get(i) is not None and producer[i].op_type == "MatMul"), None)
+        weight = next((i for i in (matmul.input if matmul else []) if i in values and not i.startswith(PREFIX)), None)
+        if bias and weight:
+            state[bias[len(PREFIX):-len(".bias")] + ".weight"] = torch.from_numpy(values[weight].T.copy())
+    return state
+
+
+def recover(entry: ModelEntry, out: Path) -> Path:
+    shape = entry.metadata["architecture"]
+    model_proto = onnx.load(str(entry.onnx_path))
+    state = _state_dict(model_proto.graph)
+    vocab, _ = state["bert.embeddings.word_embeddings.weight"].shape
+    config = BertConfig(vocab_size=vocab, hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
+                        num_attention_heads=shape["heads"], intermediate_size=shape["intermediate"],
+                        max_position_embeddings=state["bert.embeddings.position_embeddings.weight"].shape[0],
+                        type_vocab_size=state["bert.embeddings.token_type_embeddings.weight"].shape[0], num_labels=1)
+    model = BertForSequenceClassification(config).eval()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith("position_ids")]
+    if missing or unexpected:
+        raise RuntimeError(f"could not map ONNX weights: missing {missing}, unexpected {unexpected}")
+    _check_parity(model, entry)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    (out / "tokenizer.json").write_bytes(entry.tokenizer_path.read_bytes())
+    (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "model_max_length": entry.max_length,
+                                                           "do_lower_case": True}))
+    return out
+
+
+def _check_parity(model: BertForSequenceClassification, entry: ModelEntry) -> None:
+    tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
+    feeds = tokenizer.encode(["cordless drill"] * 3, ["DEWALT cordless drill kit", "bathroom faucet", "drill bits"]).as_feeds()
+    expected = ort.InferenceSession(str(entry.onnx_path), providers=["CPUExecutionProvider"]).run(None, feeds)[0].ravel()
+    with torch.no_grad():
+        got = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy().ravel()
+    if np.max(np.abs(got - expected)) > 1e-4:
+        raise RuntimeError(f"recovered checkpoint differs from ONNX: {got} vs {expected}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-repo", type=Path, default=Path("model_repo"))
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--out", type=Path, default=Path("runs/peer-student"))
+    args = parser.parse_args()
+    print(recover(load_model(args.model_repo, args.model), args.out))
+
+
+if __name__ == "__main__":
+    main()
