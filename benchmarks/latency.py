@@ -26,7 +26,7 @@ import onnxruntime as ort
 
 from rankstill.distill.bm25 import TitleIndex
 from rankstill.distill.data import catalogue, load_judgments
-from rankstill.local_server import free_port, http_ok, running_server, wait_until_ready
+from rankstill.local_server import free_port, http_ok, running_server, stop_process, wait_until_ready
 from rankstill.model_repo import load_model
 from rankstill.pair_tokenizer import PairTokenizer
 
@@ -49,8 +49,7 @@ def slow_teacher(delay: float, fail: bool = False):
         wait_until_ready(lambda: http_ok(f"{url}/readyz"), process, 30, "slow teacher")
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 def percentiles(seconds: list[float]) -> dict:

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rankstill.local_server import free_port, http_ok, running_server, wait_until_ready
+from rankstill.local_server import free_port, http_ok, running_server, stop_process, wait_until_ready
 
 from .latency import time_http
 
@@ -71,11 +71,7 @@ def started(peer: Peer):
             raise RuntimeError(f"{error}: {log.read().decode(errors='replace')[-600:]}") from None
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 def run_peers(peer_list: list[Peer], payloads, concurrencies: list[int], warm_passes: int = 1, echo=print) -> dict:

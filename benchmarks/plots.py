@@ -34,7 +34,7 @@ def write_report_png(results: dict, path: Path, peers: dict | None = None) -> Pa
         points.sort()
         line, = throughput.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=key)
         throughput.plot([p[0] for p in points], [p[2] for p in points], linestyle="--", color=line.get_color(), linewidth=0.8)
-    throughput.set(xscale="log", xlabel="concurrency", ylabel="requests / s",
+    throughput.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="requests / s (log)",
                    title="Throughput vs concurrency (dashed: floor ceiling)")
     throughput.legend(fontsize=7)
 

@@ -52,8 +52,14 @@ def running_server(*args: str, cwd: str | Path | None = None, timeout: float = 6
         wait_until_ready(lambda: http_ok(url + wait_for), process, timeout, f"server at {url}")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Terminate, and kill if it has not exited after `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
