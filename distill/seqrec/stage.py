@@ -39,6 +39,7 @@ def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, co
     data = SeqData.open(data_dir)
     titles = title_embeddings(data.items["title"].tolist(), backbone)
     shape = replace(shape, num_items=data.num_items, window=data.window, text_dim=titles.shape[1])
+    torch.manual_seed(config.seed)
     model, report = train(build_model(shape, titles), data.split("train"), data.split("valid"), config)
     report["test"] = evaluate(model, data.split("test"))
     report["teacher_id"] = f"text-{shape.kind}-{shape.hidden}x{shape.layers}"
@@ -63,6 +64,7 @@ def train_student(data_dir: Path, out: Path, shape: SeqShape, config: TrainConfi
         raise ValueError("distillation needs --teacher (a folder written by `rankstill seq teacher` or `rankstill seq import`)")
     shape = replace(shape, num_items=data.num_items, window=data.window)
     external = teacher.embeddings if embed_weight else None
+    torch.manual_seed(config.seed)  # the initial weights too, so a run repeats
     model = build_model(replace(shape, text_dim=0 if external is None else external.shape[1]), external, embed_weight)
     model, report = train(model, data.split("train"), data.split("valid"), config,
                           teacher.targets if teacher is not None and config.distill_weight else None)
