@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +24,9 @@ import yaml
 
 from rankstill.local_server import running_server
 from rankstill.model_repo import load_model
+from rankstill.pair_tokenizer import PairTokenizer
 
 from .latency import build_payloads, percentiles, session_for, time_http, time_paired
-from rankstill.pair_tokenizer import PairTokenizer
 
 BUDGET_KEYS = {"p99_vs_floor", "throughput_vs_floor", "p99_ms"}
 SCENARIO_KEYS = {"name", "candidates", "concurrency", "backend", "model", "requests", "warm_passes", "budgets"}
@@ -72,8 +73,6 @@ def load_scenarios(path: Path) -> ScenarioFile:
 
 def floor_times(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads) -> list[float]:
     """Seconds of bare ONNX Runtime per payload on pre-tokenized batches (after one warm run)."""
-    import time
-
     tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
     session = session_for(onnx_path)
     batches = [tokenizer.encode([q] * len(docs), docs).as_feeds() for q, docs in payloads]
