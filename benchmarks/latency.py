@@ -231,11 +231,9 @@ def main() -> None:
 
     if args.url:
         run_http(args.url, "embedded")
+    from rankstill.benchmarks.scenarios import server_for  # the scenario runner's server start-up
+
     for backend in [] if args.url else args.backends:
-        if backend == "embedded":
-            with running_server("--model-repo", str(args.model_repo)) as url:
-                run_http(url, backend)
-            continue
         if backend == "shadow":
             teacher = contextlib.nullcontext(args.shadow_teacher) if args.shadow_teacher else slow_teacher(args.shadow_delay)
             with teacher as teacher_url, \
@@ -244,12 +242,7 @@ def main() -> None:
                 run_http(url, backend)
                 report["shadow_summary"] = httpx.get(f"{url}/shadow/summary").json()["counts"]
             continue
-        from rankstill.server.triton.launcher import running_triton
-
-        with tempfile.TemporaryDirectory() as workdir, \
-                running_triton(args.model_repo, Path(workdir), args.triton_python) as triton, \
-                running_server("--model-repo", str(args.model_repo), "--backend", "triton",
-                               "--triton-url", triton.grpc_url) as url:
+        with server_for(backend, args.model_repo, args.triton_python, None) as url:
             run_http(url, backend)
     # The floor again after the HTTP runs, so drift on a shared machine shows.
     report["floor_after"] = time_floor(entry.onnx_path, entry.tokenizer_path, entry.max_length, payloads)
