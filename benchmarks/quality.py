@@ -11,17 +11,10 @@ import numpy as np
 from rankstill.distill.bm25 import TitleIndex, bm25_scores_for
 from rankstill.distill.data import catalogue, load_judgments
 from rankstill.distill.evaluate import gain_retention, ranking_report
-from rankstill.model_repo import ModelEntry, read_entry
-from rankstill.pair_tokenizer import PairTokenizer
-from rankstill.server.backend import OnnxRuntimeBackend
+from rankstill.model_repo import read_entry
 from rankstill.server.engine import ScoringEngine
 
 from .latency import build_payloads
-
-
-def _engine(entry: ModelEntry) -> ScoringEngine:
-    return ScoringEngine(PairTokenizer.from_file(entry.tokenizer_path, entry.max_length),
-                         OnnxRuntimeBackend(entry.onnx_path), chunk_pairs=256)
 
 
 def quality_report(data: Path, models: dict[str, Path], timing_payloads: int = 20, candidates: int = 100) -> dict:
@@ -29,8 +22,7 @@ def quality_report(data: Path, models: dict[str, Path], timing_payloads: int = 2
     judgments = load_judgments(data)
     validation = judgments[judgments["split"] == "validation"].copy()
     validation["bm25"] = bm25_scores_for(validation, TitleIndex.of_products(catalogue(judgments)))
-    entries = {name: read_entry(path) for name, path in models.items()}
-    engines = {name: _engine(entry) for name, entry in entries.items()}
+    engines = {name: ScoringEngine.onnxruntime(read_entry(path)) for name, path in models.items()}
     for name, engine in engines.items():
         validation[name] = engine.score(list(validation["query"]), list(validation["product_title"])).logits
     report = ranking_report(validation, ["bm25", *engines])

@@ -64,15 +64,22 @@ def _latest_version(model_dir: Path) -> int | None:
     return max(versions) if versions else None
 
 
-def read_entry(model_dir: str | Path) -> ModelEntry:
-    """One model directory (`<name>/rankstill.json`, `<name>/<version>/model.onnx`) on its own."""
-    model_dir = Path(model_dir)
+def _complete_entry(model_dir: Path) -> ModelEntry | None:
+    """The entry in `model_dir` if it has metadata and at least one ONNX version, else None."""
     metadata_path = model_dir / METADATA_FILE
     version = _latest_version(model_dir) if model_dir.is_dir() else None
     if not metadata_path.is_file() or version is None:
+        return None
+    return ModelEntry(model_dir.name, model_dir, version, json.loads(metadata_path.read_text()))
+
+
+def read_entry(model_dir: str | Path) -> ModelEntry:
+    """One model directory (`<name>/rankstill.json`, `<name>/<version>/model.onnx`) on its own."""
+    entry = _complete_entry(Path(model_dir))
+    if entry is None:
         raise ModelRepoError(f"{model_dir} is not a model entry ({METADATA_FILE} and <version>/{MODEL_FILE}); "
                              "`rankstill export` or `rankstill teacher export` writes one")
-    return ModelEntry(model_dir.name, model_dir, version, json.loads(metadata_path.read_text()))
+    return entry
 
 
 def list_models(repo: str | Path) -> list[ModelEntry]:
@@ -80,15 +87,8 @@ def list_models(repo: str | Path) -> list[ModelEntry]:
     repo = Path(repo)
     if not repo.is_dir():
         raise ModelRepoError(f"model repository {repo} does not exist")
-    entries = []
-    for model_dir in sorted(p for p in repo.iterdir() if p.is_dir()):
-        metadata_path = model_dir / METADATA_FILE
-        version = _latest_version(model_dir)
-        if not metadata_path.is_file() or version is None:
-            continue
-        metadata = json.loads(metadata_path.read_text())
-        entries.append(ModelEntry(model_dir.name, model_dir, version, metadata))
-    return entries
+    entries = (_complete_entry(model_dir) for model_dir in sorted(p for p in repo.iterdir() if p.is_dir()))
+    return [entry for entry in entries if entry is not None]
 
 
 def default_model_name(repo: str | Path, task: str = "rerank") -> str:

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rankstill.model_repo import ModelEntry
 from rankstill.pair_tokenizer import PairTokenizer, length_sorted_chunks
 
-from .backend import Backend
+from .backend import Backend, OnnxRuntimeBackend
 
 
 @dataclass
@@ -33,6 +34,12 @@ class ScoringEngine:
         # A token is at least one character and rarely more than a few dozen: cutting texts at
         # this many characters never changes the tokens kept, but bounds tokenization work.
         self.max_chars = tokenizer.max_length * 50
+
+    @classmethod
+    def onnxruntime(cls, entry: ModelEntry, threads: int | None = None, chunk_pairs: int = 256) -> "ScoringEngine":
+        """The entry's tokenizer and model, run in-process by ONNX Runtime."""
+        return cls(PairTokenizer.from_file(entry.tokenizer_path, entry.max_length),
+                   OnnxRuntimeBackend(entry.onnx_path, threads), chunk_pairs=chunk_pairs)
 
     def score(self, queries: list[str], documents: list[str]) -> Scored:
         queries = [q[: self.max_chars] for q in queries]

@@ -17,9 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rankstill.model_repo import read_entry
-from rankstill.pair_tokenizer import PairTokenizer
 
-from .backend import OnnxRuntimeBackend
 from .engine import ScoringEngine
 
 TEACHER_NICE = 10  # added to the worker thread's nice value
@@ -40,8 +38,7 @@ class LocalTeacher:
     def __init__(self, model_dir: Path, threads: int = 1, max_pending: int = 2, chunk_pairs: int = 64):
         entry = read_entry(model_dir)
         self.teacher_id = entry.metadata.get("teacher_id", entry.name)
-        tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
-        self._engine = ScoringEngine(tokenizer, OnnxRuntimeBackend(entry.onnx_path, threads), chunk_pairs=chunk_pairs)
+        self._engine = ScoringEngine.onnxruntime(entry, threads, chunk_pairs)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-teacher", initializer=_lower_priority)
         self._max_pending = max_pending
         self._pending = 0

@@ -27,9 +27,10 @@ def save_checkpoint(model: SeqRecommender, out: Path, report: dict, extra: dict 
     (out / REPORT).write_text(json.dumps(report, indent=2))
 
 
-def load_checkpoint(folder: Path, external: torch.Tensor | None = None) -> tuple[SeqRecommender, dict]:
+def load_checkpoint(folder: Path) -> tuple[SeqRecommender, dict]:
+    """A saved model; a teacher's checkpoint carries the title embeddings its item input needs."""
     saved = torch.load(Path(folder) / CHECKPOINT, map_location="cpu", weights_only=False)
-    model = build_model(SeqShape(**saved["shape"]), external, saved.get("external_weight", 1.0))
+    model = build_model(SeqShape(**saved["shape"]), saved.get("titles"), saved.get("external_weight", 1.0))
     model.load_state_dict(saved["state"])
     return model.eval(), saved
 
@@ -47,12 +48,6 @@ def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, co
     write_interchange(out, model, data.split("train"), data.split("test"), k,
                       {"teacher_id": report["teacher_id"], "backbone": str(backbone), "test": report["test"]})
     return report
-
-
-def load_teacher_model(folder: Path) -> SeqRecommender:
-    saved = torch.load(Path(folder) / CHECKPOINT, map_location="cpu", weights_only=False)
-    model, _ = load_checkpoint(folder, saved["titles"])
-    return model
 
 
 def train_student(data_dir: Path, out: Path, shape: SeqShape, config: TrainConfig,
@@ -129,7 +124,7 @@ def inference_ratio(teacher_dir: Path, student_dir: Path, data_dir: Path, batch_
     """PyTorch CPU time per batch of the teacher vs a student, interleaved (same rows)."""
     data = SeqData.open(data_dir)
     test = data.split("test")
-    teacher = load_teacher_model(teacher_dir)
+    teacher, _ = load_checkpoint(teacher_dir)
     student, _ = load_checkpoint(student_dir)
     history = torch.as_tensor(test.history[:batch_size])
     lengths = torch.as_tensor(test.lengths[:batch_size])
