@@ -22,20 +22,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 
 from rankstill.distill.bm25 import TitleIndex
 from rankstill.distill.data import catalogue, load_judgments
 from rankstill.local_server import free_port, http_ok, running_server, stop_process, wait_until_ready
 from rankstill.model_repo import load_model
 from rankstill.pair_tokenizer import PairTokenizer
-
-
-def session_for(path: Path) -> ort.InferenceSession:
-    """A session whose idle threads do not spin, so timings taken beside a server stay fair."""
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+from rankstill.scoring import onnx_session
 
 
 @contextlib.contextmanager
@@ -77,7 +70,7 @@ def build_payloads(data: Path, count: int, candidates: int) -> list[tuple[str, l
 def time_floor(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads) -> dict:
     """Bare ONNX Runtime on pre-tokenized batches, and with tokenization (cold and cached)."""
     tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
-    session = session_for(onnx_path)
+    session = onnx_session(onnx_path)
     cold = PairTokenizer.from_file(tokenizer_file, max_length)  # nothing cached yet
     batches = [tokenizer.encode([q] * len(docs), docs).as_feeds() for q, docs in payloads]
     session.run(None, batches[0])
@@ -132,7 +125,7 @@ def time_paired(url: str, payloads, onnx_path: Path, tokenizer_file: Path, max_l
                 model: str, warm_passes: int, keep_samples: bool = False) -> dict:
     """Concurrency 1, paired: for each payload, bare ONNX Runtime on its pre-tokenized batch and
     then the same payload over HTTP, so drift on a shared machine hits both alike."""
-    session = session_for(onnx_path)
+    session = onnx_session(onnx_path)
     tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
     batches = [tokenizer.encode([q] * len(docs), docs).as_feeds() for q, docs in payloads]
     bodies = [{"query": q, "documents": docs, "return_documents": False, "model": model} for q, docs in payloads]
@@ -168,8 +161,8 @@ def time_teacher(teacher_dir: Path, student, payloads, repeats: int) -> dict:
     student_tokenizer = PairTokenizer.from_file(student.tokenizer_path, student.max_length)
     with tempfile.TemporaryDirectory() as scratch:
         path = export_onnx(teacher.model, teacher_tokenizer, Path(scratch) / "teacher.onnx")
-        teacher_session = session_for(path)
-        student_session = session_for(student.onnx_path)
+        teacher_session = onnx_session(path)
+        student_session = onnx_session(student.onnx_path)
         times: dict[str, list[float]] = {"teacher_pytorch": [], "teacher_onnxruntime": [], "student_onnxruntime": []}
         for query, docs in sample:
             began = time.perf_counter()

@@ -12,7 +12,7 @@ from rankstill.distill.bm25 import TitleIndex, bm25_scores_for
 from rankstill.distill.data import catalogue, load_judgments
 from rankstill.distill.evaluate import gain_retention, ranking_report
 from rankstill.model_repo import read_entry
-from rankstill.server.engine import ScoringEngine
+from rankstill.scoring import PairScorer
 
 from .latency import build_payloads
 
@@ -22,9 +22,9 @@ def quality_report(data: Path, models: dict[str, Path], timing_payloads: int = 2
     judgments = load_judgments(data)
     validation = judgments[judgments["split"] == "validation"].copy()
     validation["bm25"] = bm25_scores_for(validation, TitleIndex.of_products(catalogue(judgments)))
-    engines = {name: ScoringEngine.onnxruntime(read_entry(path)) for name, path in models.items()}
+    engines = {name: PairScorer.for_entry(read_entry(path)) for name, path in models.items()}
     for name, engine in engines.items():
-        validation[name] = engine.score(list(validation["query"]), list(validation["product_title"])).logits
+        validation[name] = engine.score(list(validation["query"]), list(validation["product_title"]))
     report = ranking_report(validation, ["bm25", *engines])
     ndcg = report["ndcg@10"]
     if "teacher" in ndcg:
@@ -33,7 +33,7 @@ def quality_report(data: Path, models: dict[str, Path], timing_payloads: int = 2
     return report
 
 
-def _speedups(engines: dict[str, ScoringEngine], payloads) -> dict:
+def _speedups(engines: dict[str, PairScorer], payloads) -> dict:
     """p50 ms per request of `candidates` pairs, models interleaved per payload, tokenization included."""
     times = {name: [] for name in engines}
     for query, documents in payloads:

@@ -25,8 +25,9 @@ import yaml
 from rankstill.local_server import running_server
 from rankstill.model_repo import load_model
 from rankstill.pair_tokenizer import PairTokenizer
+from rankstill.scoring import onnx_session
 
-from .latency import build_payloads, percentiles, session_for, time_http, time_paired
+from .latency import build_payloads, percentiles, time_http, time_paired
 
 BUDGET_KEYS = {"p99_vs_floor", "throughput_vs_floor", "p99_ms"}
 SCENARIO_KEYS = {"name", "candidates", "concurrency", "backend", "model", "requests", "warm_passes", "budgets"}
@@ -74,7 +75,7 @@ def load_scenarios(path: Path) -> ScenarioFile:
 def floor_times(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads) -> list[float]:
     """Seconds of bare ONNX Runtime per payload on pre-tokenized batches (after one warm run)."""
     tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
-    session = session_for(onnx_path)
+    session = onnx_session(onnx_path)
     batches = [tokenizer.encode([q] * len(docs), docs).as_feeds() for q, docs in payloads]
     session.run(None, batches[0])
     seconds = []

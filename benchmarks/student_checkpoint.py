@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 from transformers import BertConfig, BertForSequenceClassification
 
 from rankstill.model_repo import ModelEntry, load_model
 from rankstill.pair_tokenizer import PairTokenizer
+from rankstill.scoring import onnx_session
 
 PREFIX = "model."  # the exporter wraps the HF model in a module with attribute `model`
 
@@ -68,7 +68,7 @@ def recover(entry: ModelEntry, out: Path) -> Path:
 def _check_parity(model: BertForSequenceClassification, entry: ModelEntry) -> None:
     tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
     feeds = tokenizer.encode(["cordless drill"] * 3, ["DEWALT cordless drill kit", "bathroom faucet", "drill bits"]).as_feeds()
-    expected = ort.InferenceSession(str(entry.onnx_path), providers=["CPUExecutionProvider"]).run(None, feeds)[0].ravel()
+    expected = onnx_session(entry.onnx_path).run(None, feeds)[0].ravel()
     with torch.no_grad():
         got = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy().ravel()
     if np.max(np.abs(got - expected)) > 1e-4:

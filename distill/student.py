@@ -17,7 +17,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import BertConfig, BertForSequenceClassification
 
-from rankstill.pair_tokenizer import length_sorted_chunks
+from rankstill.scoring import PairScorer
+
+from .torch_runner import TorchRunner
 
 STUDENT_CARD = "rankstill_student.json"
 
@@ -102,19 +104,11 @@ def load_student(directory: Path) -> tuple[BertForSequenceClassification, dict]:
     return student, json.loads(card_path.read_text())
 
 
-@torch.inference_mode()
 def score_pairs(student: BertForSequenceClassification, tokenizer, queries: list[str],
                 items: list[str], batch_size: int = 256) -> np.ndarray:
-    """Student logits for (query, item) pairs, tokenized exactly as the server does.
-
-    Pairs are batched in order of length so each batch pads little.
-    """
+    """Student logits for (query, item) pairs, tokenized, batched and padded exactly as the server does."""
     was_training = student.training
     student.eval()
-    out = np.empty(len(queries), dtype=np.float32)
-    for rows in length_sorted_chunks(queries, items, batch_size):
-        encoded = tokenizer.encode([queries[r] for r in rows], [items[r] for r in rows])
-        feeds = {name: torch.from_numpy(value) for name, value in encoded.as_feeds().items()}
-        out[rows] = student(**feeds).logits[:, 0].numpy()
+    logits = PairScorer(tokenizer, TorchRunner(student), batch_size).score(queries, items)
     student.train(was_training)
-    return out
+    return logits

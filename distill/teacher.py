@@ -13,13 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rankstill.pair_tokenizer import length_sorted_chunks
+from rankstill.pair_tokenizer import PairTokenizer, TokenizedPairs
+from rankstill.scoring import PairScorer
 
 from .losses import soft_bce
 from .schedule import warmup_linear_decay
+from .torch_runner import TorchRunner
 
 TEACHER_CARD = "rankstill_teacher.json"
 # Decoder LLMs have no [SEP] pair format: they read the pair as one prompt and the
@@ -48,6 +51,21 @@ def _weights_digest(directory: Path, gguf_file: str | None) -> str:
     return digest.hexdigest()[:12] if candidates else "unknown"
 
 
+class PromptTokenizer:
+    """Decoder-LLM teachers read a pair as one prompt (all tokens of type 0); cut to `max_length`."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def tokenize(self, queries: list[str], items: list[str]) -> TokenizedPairs:
+        prompts = [LLM_PROMPT.format(query=q, item=i) for q, i in zip(queries, items)]
+        full = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        ids = [prompt[: self.max_length] for prompt in full]
+        return TokenizedPairs(ids, np.array([len(i) for i in ids], dtype=np.int64),
+                              np.array([len(f) > self.max_length for f in full]), self.tokenizer.pad_token_id)
+
+
 class HFTeacher:
     """A cross-encoder teacher loaded from a local checkpoint directory (optionally GGUF)."""
 
@@ -64,6 +82,8 @@ class HFTeacher:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.is_decoder = self.tokenizer.sep_token is None
+        self.pair_tokenizer = (PromptTokenizer(self.tokenizer, max_length) if self.is_decoder
+                               else PairTokenizer(Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str()), max_length))
         card_path = self.path / TEACHER_CARD
         card = json.loads(card_path.read_text()) if card_path.is_file() else {}
         self.teacher_id = card.get("teacher_id", self.path.name)
@@ -80,20 +100,17 @@ class HFTeacher:
     def logits(self, queries: list[str], items: list[str]) -> torch.Tensor:
         return self.model(**self.encode(queries, items)).logits[:, 0]
 
-    @torch.inference_mode()
     def score(self, queries: list[str], items: list[str], batch_size: int = 64,
               progress: bool = False) -> np.ndarray:
-        """One logit per pair (higher = more relevant).
-
-        Pairs are scored in order of length so each batch pads little.
-        """
+        """One logit per pair (higher = more relevant), batched and padded as the server does."""
         self.model.eval()
+        scorer = PairScorer(self.pair_tokenizer, TorchRunner(self.model), batch_size)
+        if not progress:
+            return scorer.score(queries, items)
         out = np.empty(len(queries), dtype=np.float32)
-        chunks = length_sorted_chunks(queries, items, batch_size)
-        for rows in tqdm(chunks, total=-(-len(queries) // batch_size), desc="teacher scoring",
-                         unit="batch", disable=not progress):
-            logits = self.logits([queries[r] for r in rows], [items[r] for r in rows])
-            out[rows] = logits.float().numpy()
+        step = batch_size * 16
+        for start in tqdm(range(0, len(queries), step), desc="teacher scoring", unit="chunk"):
+            out[start:start + step] = scorer.score(queries[start:start + step], items[start:start + step])
         return out
 
     def save(self, out_dir: str | Path, teacher_id: str, report: dict) -> None:

@@ -31,17 +31,14 @@ def query_lists(labels: pd.DataFrame, max_items: int) -> list[tuple[str, list[st
 
 def student_logits(student, tokenizer: PairTokenizer, queries: list[str], items: list[str],
                    chunks: int = 4) -> torch.Tensor:
-    """Logits for all pairs, run in length-sorted chunks so short pairs are not padded to the longest."""
-    encoded = tokenizer.encode(queries, items)
-    lengths = encoded.attention_mask.sum(axis=1)
-    order = np.argsort(lengths, kind="stable")
-    outputs = []
-    for rows in np.array_split(order, min(chunks, len(order))):
-        width = int(lengths[rows].max())
-        feeds = {name: torch.from_numpy(np.ascontiguousarray(value[rows, :width]))
-                 for name, value in encoded.as_feeds().items()}
+    """Logits for all pairs (with gradients), run in a few length-sorted chunks as the server batches."""
+    pairs = tokenizer.tokenize(queries, items)
+    outputs, rows = [], []
+    for chunk_rows, batch in pairs.chunks(math.ceil(len(pairs) / chunks)):
+        feeds = {name: torch.from_numpy(value) for name, value in batch.as_feeds().items()}
         outputs.append(student(**feeds).logits[:, 0])
-    return torch.cat(outputs)[torch.from_numpy(np.argsort(order, kind="stable"))]
+        rows.append(chunk_rows)
+    return torch.cat(outputs)[torch.from_numpy(np.argsort(np.concatenate(rows), kind="stable"))]
 
 
 def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: float) -> torch.Tensor:

@@ -9,8 +9,9 @@ from rankstill.distill.student import load_student, score_pairs
 from rankstill.label_store import LabelStore
 from rankstill.model_repo import TOKENIZER_FILE
 from rankstill.pair_tokenizer import PairTokenizer
+from rankstill.scoring import PairScorer
 
-from .onnx_export import export_onnx, onnx_scores, quantize_int8
+from .onnx_export import export_onnx, quantize_int8
 from .parity import ranking_parity, value_parity
 from .triton_repo import config_pbtxt, set_default, write_entry
 
@@ -37,7 +38,7 @@ def export_student(student_dir: Path, labels_dir: Path, repo: Path, name: str, v
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path = export_onnx(student, tokenizer, Path(scratch) / "fp32.onnx")
-        fp32_scores = onnx_scores(fp32_path, tokenizer, queries, items)
+        fp32_scores = PairScorer.onnx(fp32_path, tokenizer).score(queries, items)
         parity = value_parity(reference, fp32_scores)
         if not parity["passed"]:
             raise ParityError(f"ONNX fp32 differs from PyTorch: {parity}")
@@ -47,7 +48,7 @@ def export_student(student_dir: Path, labels_dir: Path, repo: Path, name: str, v
         results[name] = metadata
         if int8:
             int8_path = quantize_int8(fp32_path, Path(scratch) / "int8.onnx")
-            int8_scores = onnx_scores(int8_path, tokenizer, queries, items)
+            int8_scores = PairScorer.onnx(int8_path, tokenizer).score(queries, items)
             ranking = ranking_parity(judged, fp32_scores, int8_scores)
             if not ranking["passed"]:
                 raise ParityError(f"int8 ranks differently beyond tolerance: {ranking}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
 import torch
 
 from rankstill.pair_tokenizer import PairTokenizer
@@ -36,17 +34,6 @@ def export_onnx(model: torch.nn.Module, tokenizer: PairTokenizer, path: Path, op
                       output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
                       opset_version=opset, dynamo=False)
     return path
-
-
-def onnx_scores(path: Path, tokenizer: PairTokenizer, queries: list[str], items: list[str],
-                batch_size: int = 128) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    out = np.empty(len(queries), dtype=np.float32)
-    for start in range(0, len(queries), batch_size):
-        stop = start + batch_size
-        feeds = tokenizer.encode(queries[start:stop], items[start:stop]).as_feeds()
-        out[start:stop] = session.run([OUTPUT_NAME], feeds)[0][:, 0]
-    return out
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> Path:

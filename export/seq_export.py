@@ -10,13 +10,12 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
 import torch
 
 from rankstill.distill.seqrec.data import SeqData
 from rankstill.distill.seqrec.stage import load_checkpoint
 from rankstill.model_repo import ITEMS_FILE
+from rankstill.scoring import onnx_session
 
 from .parity import value_parity
 from .triton_repo import recommend_config_pbtxt, set_default, write_entry
@@ -46,7 +45,7 @@ def export_recommender(student_dir: Path, data_dir: Path, repo: Path, name: str,
         reference = model(torch.as_tensor(history), torch.as_tensor(lengths)).numpy()
     with tempfile.TemporaryDirectory() as scratch:
         onnx_path = export_recommender_onnx(model, data.window, Path(scratch) / "model.onnx")
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        session = onnx_session(onnx_path)
         used = {i.name for i in session.get_inputs()}  # Caser reads no lengths: its graph has no such input
         feeds = {name: value for name, value in (("history", history), ("lengths", lengths)) if name in used}
         exported = session.run(["scores"], feeds)[0]

@@ -13,8 +13,9 @@ from rankstill.distill.data import load_judgments
 from rankstill.distill.teacher import HFTeacher
 from rankstill.model_repo import TOKENIZER_FILE
 from rankstill.pair_tokenizer import PairTokenizer
+from rankstill.scoring import PairScorer
 
-from .onnx_export import export_onnx, onnx_scores
+from .onnx_export import export_onnx
 from .parity import value_parity
 from .triton_repo import config_pbtxt, write_entry
 
@@ -33,7 +34,7 @@ def export_teacher(teacher_dir: Path, data: Path, repo: Path, name: str, max_len
     tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
     with tempfile.TemporaryDirectory() as scratch:
         path = export_onnx(teacher.model, tokenizer, Path(scratch) / "teacher.onnx")
-        parity = value_parity(reference, onnx_scores(path, tokenizer, queries, items))
+        parity = value_parity(reference, PairScorer.onnx(path, tokenizer).score(queries, items))
         if not parity["passed"]:
             raise RuntimeError(f"ONNX teacher differs from PyTorch: {parity}")
         metadata = {"task": "rerank", "role": "teacher", "teacher_id": teacher.teacher_id,

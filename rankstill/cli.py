@@ -6,7 +6,10 @@ Heavy libraries are imported inside each command, so `rankstill serve` never loa
 
 from __future__ import annotations
 
+import enum
+import inspect
 import json
+import typing
 from pathlib import Path
 from typing import Optional
 
@@ -134,93 +137,75 @@ def export_command(
         typer.echo(f"{model_repo / model_name}: {metadata['parity']}")
 
 
-def _flatten(mapping: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{str(key).replace('-', '_')}"
-        flat.update(_flatten(value, f"{name}_") if isinstance(value, dict) else {name: value})
-    return flat
+def _settings_parameters(model, prefix: str = "", env_prefix: str = "") -> list[inspect.Parameter]:
+    """One option per field of a pydantic settings model (nested models flattened: --shadow-rate).
+
+    Every option defaults to None, meaning "not given": the environment, the YAML file or the
+    field's own default then decide (see rankstill.server.config).
+    """
+    from pydantic import BaseModel
+
+    parameters = []
+    for name, field in model.model_fields.items():
+        annotation = next((a for a in typing.get_args(field.annotation) if a is not type(None)), field.annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            parameters += _settings_parameters(annotation, f"{prefix}{name}_", model.model_config.get("env_prefix", ""))
+            continue
+        default = field.get_default(call_default_factory=True)
+        shown = default.value if isinstance(default, enum.Enum) else default
+        env = model.model_config.get("env_prefix", "") or env_prefix
+        env = f"{env}{prefix.upper().replace('_', '__', 1)}{name.upper()}"
+        default_text = "" if shown is None else f"default: {shown}; "
+        option = typer.Option(None, help=f"{field.description} ({default_text}env {env})", show_default=False)
+        parameters.append(inspect.Parameter(prefix + name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                            annotation=Optional[annotation]))
+    return parameters
 
 
-def _load_config(ctx: typer.Context, path: Optional[Path]) -> Optional[Path]:
-    """Options from a YAML file become this command's defaults; flags on the command line still win."""
-    if path is None or ctx.resilient_parsing:
-        return path
-    import yaml
-
-    if not path.is_file():
-        raise typer.BadParameter(f"config file {path} not found")
-    loaded = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(loaded, dict):
-        raise typer.BadParameter(f"{path} must hold a mapping of option names to values")
-    values = _flatten(loaded)
-    known = {param.name for param in ctx.command.params} - {"config"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise typer.BadParameter(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
-    ctx.default_map = {**(ctx.default_map or {}), **values}
-    return path
+def _nested(flags: dict, nested: tuple[str, ...]) -> dict:
+    """Flags given on the command line, shaped like the settings (`shadow_rate` → `shadow.rate`)."""
+    given = {name: value for name, value in flags.items() if value is not None}
+    shaped = {key: {} for key in nested}
+    for name, value in given.items():
+        section = next((key for key in nested if name.startswith(f"{key}_")), None)
+        if section:
+            shaped[section][name[len(section) + 1:]] = value
+        else:
+            shaped[name] = value
+    return {key: value for key, value in shaped.items() if value != {}}
 
 
-@app.command("serve")
-def serve_command(
-    config: Optional[Path] = typer.Option(None, "--config", callback=_load_config, is_eager=True,
-                                          help="YAML file of these options (e.g. `shadow: {teacher: URL, rate: 0.05}` or "
-                                               "`shadow_rate: 0.05`); command-line flags override it."),
-    host: str = typer.Option("127.0.0.1", help="Address to bind."),
-    port: int = typer.Option(8000, help="Port to bind."),
-    model_repo: Path = typer.Option(Path("model_repo"), help="Model repository written by `rankstill export`."),
-    model: Optional[str] = typer.Option(None, help="Default model for requests that name none; default: the repository's."),
-    max_documents: int = typer.Option(1000, help="Most documents accepted in one request."),
-    max_batch_pairs: int = typer.Option(256, help="Most (query, document) pairs merged into one model run."),
-    max_queued_pairs: int = typer.Option(8192, help="Queue bound in pairs; beyond it requests get 503 + Retry-After."),
-    threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads (default: all cores)."),
-    backend: str = typer.Option("onnxruntime", help="onnxruntime: run the model in-process (default); triton: send batches to a Triton server."),
-    triton_url: str = typer.Option("127.0.0.1:8001", help="gRPC address of the Triton server (with --backend triton)."),
-    triton_timeout: float = typer.Option(10.0, help="Seconds to wait for Triton before answering 504."),
-    shadow_teacher: Optional[str] = typer.Option(None, help="Teacher for shadow scoring: the URL of a server speaking the TEI /rerank shape "
-                                                            "(e.g. another `rankstill serve`), or a local ONNX teacher entry from "
-                                                            "`rankstill teacher export` (run on one low-priority thread). A sample of "
-                                                            "requests is copied to it after each response."),
-    shadow_rate: float = typer.Option(0.05, help="Share of requests shadowed; the X-Shadow header (1/0) forces or suppresses."),
-    shadow_timeout: float = typer.Option(5.0, help="Seconds per teacher call."),
-    shadow_concurrency: int = typer.Option(2, help="Teacher calls in flight at most."),
-    shadow_queue: int = typer.Option(256, help="Shadow jobs waiting at most; more are dropped and counted."),
-    shadow_threads: int = typer.Option(1, help="ONNX Runtime threads of a local shadow teacher."),
-    shadow_labels: Optional[Path] = typer.Option(None, help="Label store folder where shadowed pairs (student and teacher scores) are written."),
-    shadow_teacher_id: Optional[str] = typer.Option(None, help="Teacher id recorded with harvested labels (default: a local teacher's own id, else shadow-teacher)."),
-    log_level: str = typer.Option("info"),
-) -> None:
+def serve_command(config: Optional[Path] = None, **flags) -> None:
     """Serve POST /rerank (Jina/Cohere/TEI shapes), /v2/rerank (Cohere v2), /recommend, /metrics and /docs.
 
-    The tokenizer and limits always come from --model-repo; with --backend triton the model
-    itself runs in Triton (start one with `rankstill triton`).
+    Every option can also come from the environment (RANKSTILL_MAX_BATCH_PAIRS, RANKSTILL_SHADOW__RATE)
+    or a YAML file (--config; `shadow: {teacher: URL, rate: 0.05}`); a flag wins over the environment,
+    which wins over the file. The tokenizer and limits always come from --model-repo; with --backend
+    triton the model itself runs in Triton (start one with `rankstill triton`).
     """
     import uvicorn
 
     from rankstill.server.app import create_app
-    from rankstill.server.settings import ServerSettings
-    from rankstill.server.shadow import ShadowSettings
+    from rankstill.server.config import SettingsError, load_settings
 
-    shadow = None
-    if shadow_teacher:
-        shadow = ShadowSettings(shadow_teacher, shadow_rate, shadow_timeout, shadow_concurrency, shadow_queue,
-                                label_store=shadow_labels, teacher_id=shadow_teacher_id or _teacher_id(shadow_teacher),
-                                local_threads=shadow_threads)
-    settings = ServerSettings(model_repo=model_repo, default_model=model, max_documents=max_documents,
-                              max_batch_pairs=max_batch_pairs, max_queued_pairs=max_queued_pairs,
-                              threads=threads, backend=backend, triton_url=triton_url,
-                              triton_timeout_s=triton_timeout, shadow=shadow)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    try:
+        settings = load_settings(config, **_nested(flags, ("shadow",)))
+    except SettingsError as error:
+        raise typer.BadParameter(str(error)) from None
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.value)
 
 
-def _teacher_id(teacher: str) -> str:
-    if teacher.startswith(("http://", "https://")):
-        return "shadow-teacher"
-    from rankstill.model_repo import read_entry
+def _register_serve() -> None:
+    from rankstill.server.config import ServeSettings
 
-    entry = read_entry(teacher)
-    return entry.metadata.get("teacher_id", entry.name)
+    config = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
+        None, "--config", help="YAML file of these settings (nested: `shadow: {teacher: URL, rate: 0.05}`); "
+                               "flags and the environment override it."))
+    serve_command.__signature__ = inspect.Signature([config, *_settings_parameters(ServeSettings)])
+    app.command("serve")(serve_command)
+
+
+_register_serve()
 
 
 @app.command("triton")

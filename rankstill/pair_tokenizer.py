@@ -26,7 +26,6 @@ class EncodedBatch:
     input_ids: np.ndarray  # int64 [batch, seq]
     attention_mask: np.ndarray  # int64 [batch, seq]
     token_type_ids: np.ndarray  # int64 [batch, seq]
-    truncated_rows: np.ndarray  # bool [batch]: the pair lost tokens to max_length
 
     def as_feeds(self) -> dict[str, np.ndarray]:
         return {
@@ -35,16 +34,50 @@ class EncodedBatch:
             "token_type_ids": self.token_type_ids,
         }
 
+
+@dataclass(frozen=True)
+class TokenizedPairs:
+    """Pairs as token ids, not yet padded: padding is decided per batch (see `chunks`)."""
+
+    ids: list[list[int]]  # per pair, special tokens included
+    first_segment: np.ndarray  # int [pairs]: tokens of type 0 (the query side with its special tokens)
+    truncated: np.ndarray  # bool [pairs]: the pair lost tokens to max_length
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
     @property
-    def truncated(self) -> int:
-        return int(self.truncated_rows.sum())
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.ids), dtype=np.int64, count=len(self.ids))
 
+    def pad(self, rows: np.ndarray | None = None) -> EncodedBatch:
+        """The chosen rows (default: all, in order) padded to their own longest pair."""
+        rows = np.arange(len(self.ids)) if rows is None else rows
+        width = max(len(self.ids[r]) for r in rows)
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
+        for out, row in enumerate(rows):
+            ids = self.ids[row]
+            input_ids[out, :len(ids)] = ids
+            attention_mask[out, :len(ids)] = 1
+            token_type_ids[out, self.first_segment[row]:len(ids)] = 1
+        return EncodedBatch(input_ids, attention_mask, token_type_ids)
 
-def length_sorted_chunks(queries: list[str], documents: list[str], size: int) -> Iterator[np.ndarray]:
-    """Row indices in chunks of `size`, shortest pairs first, so each chunk pads little."""
-    order = np.argsort([len(q) + len(d) for q, d in zip(queries, documents)], kind="stable")
-    for start in range(0, len(order), size):
-        yield order[start:start + size]
+    def chunks(self, max_pairs: int) -> Iterator[tuple[np.ndarray, EncodedBatch]]:
+        """(row indices, padded batch) of at most `max_pairs` pairs, shortest first, so each pads little."""
+        order = np.argsort(self.lengths, kind="stable")
+        for start in range(0, len(order), max_pairs):
+            rows = order[start:start + max_pairs]
+            yield rows, self.pad(rows)
+
+    @classmethod
+    def concat(cls, parts: list["TokenizedPairs"]) -> "TokenizedPairs":
+        if len(parts) == 1:
+            return parts[0]
+        return cls([ids for part in parts for ids in part.ids], np.concatenate([p.first_segment for p in parts]),
+                   np.concatenate([p.truncated for p in parts]), parts[0].pad_id)
 
 
 class PairTokenizer:
@@ -91,43 +124,30 @@ class PairTokenizer:
         return [found[t] for t in texts]
 
     def encode(self, queries: list[str], documents: list[str]) -> EncodedBatch:
+        """Tokenized and padded to the longest pair, in the order given."""
+        return self.tokenize(queries, documents).pad()
+
+    def tokenize(self, queries: list[str], documents: list[str]) -> TokenizedPairs:
         if len(queries) != len(documents):
             raise ValueError("queries and documents must have the same length")
         if not self._assemble:
-            return self._encode_with_library(queries, documents)
+            return self._tokenize_with_library(queries, documents)
         budget = self.max_length - 3  # [CLS] q [SEP] d [SEP]
-        rows = []
+        ids, first_segment = [], np.empty(len(queries), dtype=np.int64)
         truncated = np.zeros(len(queries), dtype=bool)
         for row, (q, d) in enumerate(zip(self._piece_ids(queries), self._piece_ids(documents))):
             keep_q, keep_d = _longest_first(len(q), len(d), budget)
             truncated[row] = keep_q < len(q) or keep_d < len(d)
-            rows.append((q[:keep_q], d[:keep_d]))
-        width = max(len(q) + len(d) for q, d in rows) + 3
-        input_ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
-        token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
-        for row, (q, d) in enumerate(rows):
-            first, n = len(q) + 2, len(q) + len(d) + 3
-            input_ids[row, :n] = [self._cls, *q, self._sep, *d, self._sep]
-            attention_mask[row, :n] = 1
-            token_type_ids[row, first:n] = 1
-        return EncodedBatch(input_ids, attention_mask, token_type_ids, truncated)
+            ids.append([self._cls, *q[:keep_q], self._sep, *d[:keep_d], self._sep])
+            first_segment[row] = keep_q + 2
+        return TokenizedPairs(ids, first_segment, truncated, self._pad_id)
 
-    def _encode_with_library(self, queries: list[str], documents: list[str]) -> EncodedBatch:
+    def _tokenize_with_library(self, queries: list[str], documents: list[str]) -> TokenizedPairs:
         encodings = self._tokenizer.encode_batch(list(zip(queries, documents)))
-        width = max(len(e.ids) for e in encodings)
-        batch = len(encodings)
-        input_ids = np.full((batch, width), self._pad_id, dtype=np.int64)
-        attention_mask = np.zeros((batch, width), dtype=np.int64)
-        token_type_ids = np.zeros((batch, width), dtype=np.int64)
-        truncated = np.zeros(batch, dtype=bool)
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            input_ids[row, :n] = encoding.ids
-            attention_mask[row, :n] = 1
-            token_type_ids[row, :n] = encoding.type_ids
-            truncated[row] = bool(encoding.overflowing)
-        return EncodedBatch(input_ids, attention_mask, token_type_ids, truncated)
+        first_segment = np.array([e.type_ids.index(1) if 1 in e.type_ids else len(e.ids) for e in encodings],
+                                 dtype=np.int64)
+        truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
+        return TokenizedPairs([e.ids for e in encodings], first_segment, truncated, self._pad_id)
 
 
 def _longest_first(n_first: int, n_second: int, budget: int) -> tuple[int, int]:

@@ -1,172 +1,147 @@
-"""FastAPI application: thin handlers over the rerank service; errors mapped in one place."""
+"""FastAPI application: short handlers over the services; errors are mapped in `errors.py`.
+
+A request to `/rerank` goes: `rerank` (here) → `RerankService.rank` (service.py: tokenize, queue)
+→ `MicroBatcher` (batcher.py: merge requests) → `PairScorer.run_many` (rankstill/scoring.py:
+pad and run the model).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import random
-import uuid
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import BackgroundTasks, FastAPI, Header, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rankstill import __version__
 
-from .backend import BackendTimeout, BackendUnavailable
-from .batcher import Overloaded
+from .config import ServeSettings
+from .dialects import CohereV2Request, CohereV2Response, RerankBody, RerankResponse, TeiResult
+from .errors import ERROR_RESPONSES, add_error_handlers
 from .metrics import MetricsMiddleware, ServerMetrics
-from .recommend import RecommendService
-from .schemas import (CohereV2Meta, CohereV2Request, CohereV2Response, CohereV2Result, ErrorBody,
-                      RecommendRequest, RecommendResponse, RerankDocument, RerankRequest, RerankResponse,
-                      RerankResult, TeiResult, Usage)
-from .service import RequestError, RerankService
-from .settings import ServerSettings
+from .recommend import RecommendRequest, RecommendResponse, RecommendService
+from .service import RerankService
 from .shadow import ShadowScorer
 
-ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503, 504)}
 TRUNCATED_HEADER = "X-Truncated-Documents"
-SHADOW_HEADER_HELP = "1: shadow this request to the teacher; 0: never; absent: sample at the configured rate"
 
 
-def create_app(settings: ServerSettings) -> FastAPI:
+@dataclass
+class Runtime:
+    """Everything the handlers use, built once per app."""
+
+    settings: ServeSettings
+    metrics: ServerMetrics
+    service: RerankService
+    recommender: RecommendService
+    shadow: ShadowScorer | None
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
     metrics = ServerMetrics()
     service = RerankService(settings, metrics)
     service.load()
-    recommender = RecommendService(settings.model_repo, settings.default_recommend_model, settings.threads)
-
-    shadow = ShadowScorer(settings.shadow, metrics.registry) if settings.shadow else None
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        service.start()
-        if shadow:
-            shadow.start()
-        yield
-        await service.stop()
-        if shadow:
-            await shadow.stop()
-
-    def maybe_shadow(background: BackgroundTasks, header: str | None, ranking, query: str, texts: list[str]) -> None:
-        """After the response is sent, offer the request to the shadow queue (never waits)."""
-        if shadow is None or header == "0":
-            return
-        if header == "1" or random.random() < settings.shadow.rate:
-            background.add_task(shadow.offer, ranking.model, query, texts, ranking.logits)
-
-    app = FastAPI(title="rankstill", version=__version__, lifespan=lifespan,
+    recommender = RecommendService(settings.model_repo, settings.recommend_model, settings.threads)
+    shadow = ShadowScorer(settings.shadow, metrics.registry) if settings.shadow.teacher else None
+    app = FastAPI(title="rankstill", version=__version__, lifespan=_lifespan,
                   description="Rerank (query, documents) with a distilled cross-encoder student.")
-    app.state.service = service
+    app.state.runtime = Runtime(settings, metrics, service, recommender, shadow)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    _add_error_handlers(app, metrics, settings)
-
-    @app.post("/rerank", response_model=RerankResponse | list[TeiResult], responses=ERRORS,
-              response_model_exclude_none=True,
-              summary="Rerank documents (Jina / Cohere v1 with `documents`, TEI with `texts`)")
-    async def rerank(request: RerankRequest, response: Response, background: BackgroundTasks,
-                     x_shadow: str | None = Header(None, description=SHADOW_HEADER_HELP)):
-        texts = request.candidate_texts()
-        ranking = await service.rank(request.query, texts, request.model)
-        maybe_shadow(background, x_shadow, ranking, request.query, texts)
-        response.headers[TRUNCATED_HEADER] = str(ranking.truncated)
-        order = ranking.order()
-        if request.is_tei:  # TEI clients expect one score per text, best first
-            values = ranking.logits if request.raw_scores else ranking.scores
-            return [TeiResult(index=int(i), score=float(values[i]),
-                              text=texts[i] if request.return_text else None) for i in order]
-        scores = ranking.scores
-        return RerankResponse(
-            model=ranking.model,
-            results=[RerankResult(index=int(i), relevance_score=float(scores[i]),
-                                  document=RerankDocument(text=texts[i]) if request.return_documents else None)
-                     for i in order[: request.top_n]],
-            usage=Usage(total_tokens=ranking.tokens),
-        )
-
-    @app.post("/v2/rerank", response_model=CohereV2Response, responses=ERRORS,
-              summary="Rerank documents (Cohere v2)")
-    async def rerank_v2(request: CohereV2Request, response: Response, background: BackgroundTasks,
-                        x_shadow: str | None = Header(None, description=SHADOW_HEADER_HELP)):
-        ranking = await service.rank(request.query, request.documents, request.model)
-        maybe_shadow(background, x_shadow, ranking, request.query, request.documents)
-        response.headers[TRUNCATED_HEADER] = str(ranking.truncated)
-        scores = ranking.scores
-        warnings = [f"{ranking.truncated} documents were truncated to "
-                    f"{service.resolve(request.model).entry.max_length} tokens"] if ranking.truncated else []
-        return CohereV2Response(
-            id=str(uuid.uuid4()),
-            results=[CohereV2Result(index=int(i), relevance_score=float(scores[i]))
-                     for i in ranking.order()[: request.top_n]],
-            meta=CohereV2Meta(warnings=warnings),
-        )
-
-    @app.post("/recommend", response_model=RecommendResponse, responses=ERRORS,
-              summary="Next items for a user's recent history (sequential recommender)")
-    async def recommend(request: RecommendRequest):
-        model, results = await recommender.recommend(request)
-        return RecommendResponse(model=model, results=results)
-
-    @app.get("/healthz", summary="Liveness")
-    async def healthz():
-        return {"status": "ok"}
-
-    @app.get("/readyz", summary="Readiness: models loaded and warmed up")
-    async def readyz():
-        if not await asyncio.to_thread(service.is_ready):  # a remote backend is asked over the network
-            return JSONResponse({"status": "not ready", "backend": settings.backend}, status_code=503)
-        return {"status": "ready", "models": sorted(service.models)}
-
-    @app.get("/info", summary="Served models and their limits")
-    async def info():
-        return {
-            "default_model": service.default_model,
-            "max_documents": settings.max_documents,
-            "models": {name: {"max_length": m.entry.max_length, "version": m.entry.version,
-                              "variant": m.entry.metadata.get("variant"),
-                              "truncation": m.entry.metadata.get("truncation")}
-                       for name, m in service.models.items()},
-            "default_recommend_model": recommender.default_model,
-            "recommend_models": {name: {"window": m.window, "items": len(m.item_ids), "version": m.entry.version}
-                                 for name, m in recommender.models.items()},
-        }
-
-    @app.get("/shadow/summary", summary="Shadow scoring: counts and rolling student-teacher agreement")
-    async def shadow_summary():
-        if shadow is None:
-            return JSONResponse({"detail": "shadow scoring is off (start with --shadow-teacher)"}, status_code=404)
-        return shadow.summary()
-
-    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
-    async def prometheus_metrics():
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    add_error_handlers(app, settings.retry_after, on_overload=metrics.rejected.inc)
+    app.include_router(router)
     return app
 
 
-def _add_error_handlers(app: FastAPI, metrics: ServerMetrics, settings: ServerSettings) -> None:
-    @app.exception_handler(RequestError)
-    async def request_error(_: Request, error: RequestError):
-        return JSONResponse({"detail": error.detail}, status_code=error.status)
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    runtime: Runtime = app.state.runtime
+    runtime.service.start()
+    if runtime.shadow:
+        runtime.shadow.start()
+    yield
+    await runtime.service.stop()
+    if runtime.shadow:
+        await runtime.shadow.stop()
 
-    @app.exception_handler(Overloaded)
-    async def overloaded(_: Request, error: Overloaded):
-        metrics.rejected.inc()
-        return JSONResponse({"detail": f"server overloaded ({error}); retry later"}, status_code=503,
-                            headers={"Retry-After": str(settings.retry_after_seconds)})
 
-    @app.exception_handler(BackendUnavailable)
-    async def backend_unavailable(_: Request, error: BackendUnavailable):
-        return JSONResponse({"detail": str(error)}, status_code=503,
-                            headers={"Retry-After": str(settings.retry_after_seconds)})
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
 
-    @app.exception_handler(BackendTimeout)
-    async def backend_timeout(_: Request, error: BackendTimeout):
-        return JSONResponse({"detail": str(error)}, status_code=504)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError):
-        # FastAPI's own shape (a list of problems under `detail`), made JSON-safe.
-        problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
-                    for e in error.errors()]
-        return JSONResponse({"detail": problems}, status_code=422)
+router = APIRouter()
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+ShadowHeader = Annotated[str | None, Header(description="1: shadow this request to the teacher; 0: never; "
+                                                        "absent: sample at the configured rate")]
+
+
+@router.post("/rerank", response_model=RerankResponse | list[TeiResult], responses=ERROR_RESPONSES,
+             response_model_exclude_none=True,
+             summary="Rerank documents (Jina / Cohere v1 with `documents`, TEI with `texts`)")
+async def rerank(body: RerankBody, response: Response, background: BackgroundTasks, runtime: RuntimeDep,
+                 x_shadow: ShadowHeader = None):
+    return await _rerank(body, response, background, runtime, x_shadow)
+
+
+@router.post("/v2/rerank", response_model=CohereV2Response, responses=ERROR_RESPONSES,
+             summary="Rerank documents (Cohere v2)")
+async def rerank_v2(body: CohereV2Request, response: Response, background: BackgroundTasks, runtime: RuntimeDep,
+                    x_shadow: ShadowHeader = None):
+    return await _rerank(body, response, background, runtime, x_shadow)
+
+
+async def _rerank(body, response: Response, background: BackgroundTasks, runtime: Runtime, x_shadow: str | None):
+    query = body.to_query()
+    ranking = await runtime.service.rank(query)
+    if runtime.shadow and runtime.shadow.wants(x_shadow):  # offered after the response is sent; never waits
+        background.add_task(runtime.shadow.offer, ranking.model, query.query, query.documents, ranking.logits)
+    response.headers[TRUNCATED_HEADER] = str(ranking.truncated)
+    return body.respond(query, ranking)
+
+
+@router.post("/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES,
+             summary="Next items for a user's recent history (sequential recommender)")
+async def recommend(body: RecommendRequest, runtime: RuntimeDep):
+    model, results = await runtime.recommender.recommend(body)
+    return RecommendResponse(model=model, results=results)
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz():
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: models loaded and warmed up")
+async def readyz(runtime: RuntimeDep):
+    if not await asyncio.to_thread(runtime.service.is_ready):  # a remote backend is asked over the network
+        return JSONResponse({"status": "not ready", "backend": runtime.settings.backend.value}, status_code=503)
+    return {"status": "ready", "models": sorted(runtime.service.models)}
+
+
+@router.get("/info", summary="Served models and their limits")
+async def info(runtime: RuntimeDep):
+    service, recommender = runtime.service, runtime.recommender
+    return {
+        "default_model": service.default_model,
+        "max_documents": runtime.settings.max_documents,
+        "models": {name: {"max_length": m.entry.max_length, "version": m.entry.version,
+                          "variant": m.entry.metadata.get("variant"), "truncation": m.entry.metadata.get("truncation")}
+                   for name, m in service.models.items()},
+        "default_recommend_model": recommender.default_model,
+        "recommend_models": {name: {"window": m.window, "items": len(m.item_ids), "version": m.entry.version}
+                             for name, m in recommender.models.items()},
+    }
+
+
+@router.get("/shadow/summary", summary="Shadow scoring: counts and rolling student-teacher agreement")
+async def shadow_summary(runtime: RuntimeDep):
+    if runtime.shadow is None:
+        return JSONResponse({"detail": "shadow scoring is off (start with --shadow-teacher)"}, status_code=404)
+    return runtime.shadow.summary()
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def prometheus_metrics(runtime: RuntimeDep):
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

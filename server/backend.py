@@ -1,49 +1,13 @@
-"""Inference backends behind one small interface: token id batches in, one logit per pair out."""
+"""The Triton backend: a `rankstill.scoring.Runner` whose model runs in a Triton Inference Server.
+
+(The in-process ONNX Runtime runner is `rankstill.scoring.OnnxRunner`.)
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Protocol
-
 import numpy as np
-import onnxruntime as ort
 
-
-class BackendUnavailable(RuntimeError):
-    """The inference server cannot be reached or refused the request (maps to 503)."""
-
-
-class BackendTimeout(RuntimeError):
-    """The inference server did not answer in time (maps to 504)."""
-
-
-class Backend(Protocol):
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits [batch] for input_ids / attention_mask / token_type_ids [batch, seq]."""
-
-    def is_ready(self) -> bool:
-        """Whether the model can serve now."""
-
-
-class OnnxRuntimeBackend:
-    """The embedded default: the model runs in-process in ONNX Runtime on the CPU."""
-
-    def __init__(self, onnx_path: Path, threads: int | None = None):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle threads must not spin: tokenization and the event loop need the same few cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self._input_names = {i.name for i in self._session.get_inputs()}
-
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        used = {name: value for name, value in feeds.items() if name in self._input_names}
-        return self._session.run(None, used)[0].reshape(-1)
-
-    def is_ready(self) -> bool:
-        return True
+from .errors import BackendTimeout, BackendUnavailable
 
 
 def length_buckets(max_length: int, step: int = 16) -> list[int]:
@@ -51,14 +15,11 @@ def length_buckets(max_length: int, step: int = 16) -> list[int]:
     return sorted({*range(step, max_length, step), max_length})
 
 
-class TritonBackend:
-    """The model runs in a Triton Inference Server, reached over gRPC.
+class TritonRunner:
+    """Token ids go to Triton over gRPC, padded to a few fixed widths: Triton's dynamic batcher
+    merges only requests whose tensors have the same shape."""
 
-    Token ids are padded to a few fixed widths: Triton's dynamic batcher merges only
-    requests whose tensors have the same shape.
-    """
-
-    def __init__(self, url: str, model_name: str, max_length: int, timeout_s: float = 10.0):
+    def __init__(self, url: str, model_name: str, max_length: int, timeout_s: float):
         import tritonclient.grpc as grpcclient
 
         self._grpc = grpcclient

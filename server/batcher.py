@@ -1,10 +1,15 @@
 """An asyncio queue that merges concurrent requests into one model run.
 
 While the model is busy, new requests wait in the queue; when it is free, the worker takes
-everything queued (up to `max_batch_pairs`) as one batch. A lone request never waits for
-company, and under load the wait is bounded by one model run. The queue is bounded in
-pairs: a request that would overflow it is refused at once (the API answers 503 with
-Retry-After), and a request already queued is always answered.
+everything queued (up to `max_batch_size`) as one batch. A lone request never waits for
+company, and under load the wait is bounded by one model run. The queue is bounded by
+`max_queued` (in the units of `size`, e.g. pairs): a request that would overflow it is refused
+at once with `Overloaded`, and a request already queued is always answered.
+
+The batcher knows nothing of what it batches: `run_batch` turns a list of items into a list of
+results, one per item, on a single worker thread. When a batch fails, each of its items is
+retried alone, so one bad request cannot fail the others it was batched with (unless the backend
+itself failed: then every request of the batch gets that error at once).
 """
 
 from __future__ import annotations
@@ -12,40 +17,43 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generic, TypeVar
 
-from .engine import Scored
+from .errors import BackendError, Overloaded
 
-
-class Overloaded(RuntimeError):
-    """The queue is full; the caller should retry later."""
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 @dataclass
-class _Job:
-    queries: list[str]
-    documents: list[str]
+class _Job(Generic[Item]):
+    item: Item
+    size: int
     future: asyncio.Future = field(repr=False)
 
 
-class MicroBatcher:
-    def __init__(self, score: Callable[[list[str], list[str]], Scored], max_batch_pairs: int = 256,
-                 max_queued_pairs: int = 8192, on_batch: Callable[[int, Scored], None] | None = None):
-        self._score = score
-        self.max_batch_pairs = max_batch_pairs
-        self.max_queued_pairs = max_queued_pairs
-        self._on_batch = on_batch or (lambda requests, scored: None)
+class MicroBatcher(Generic[Item, Result]):
+    def __init__(self, run_batch: Callable[[list[Item]], list[Result]], size: Callable[[Item], int],
+                 max_batch_size: int, max_queued: int,
+                 on_batch: Callable[[list[Item], float], None] = lambda items, seconds: None):
+        self._run_batch = run_batch
+        self._size = size
+        self.max_batch_size = max_batch_size
+        self.max_queued = max_queued
+        self._on_batch = on_batch
         self._pending: collections.deque[_Job] = collections.deque()
-        self._queued_pairs = 0
+        self._queued = 0
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        # One inference thread: model runs are serialized, ONNX Runtime uses the cores inside.
+        # One inference thread: model runs are serialized, the model uses the cores inside.
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     @property
-    def queued_pairs(self) -> int:
-        return self._queued_pairs
+    def queued(self) -> int:
+        """Size of the requests waiting for or in a model run."""
+        return self._queued
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -53,29 +61,30 @@ class MicroBatcher:
 
     async def stop(self) -> None:
         """Answer every accepted request, then stop the worker."""
-        while self._queued_pairs:
+        while self._queued:
             await asyncio.sleep(0.005)
         if self._worker is not None:
             self._worker.cancel()
         self._executor.shutdown(wait=True)
 
-    async def submit(self, queries: list[str], documents: list[str]) -> Scored:
+    async def submit(self, item: Item) -> Result:
         if self._worker is None:
             raise RuntimeError("batcher not started")
-        if self._queued_pairs and self._queued_pairs + len(queries) > self.max_queued_pairs:
-            raise Overloaded(f"{self._queued_pairs} pairs already queued")
-        job = _Job(queries, documents, asyncio.get_running_loop().create_future())
-        self._queued_pairs += len(queries)
+        size = self._size(item)
+        if self._queued and self._queued + size > self.max_queued:
+            raise Overloaded(f"{self._queued} already queued")
+        job = _Job(item, size, asyncio.get_running_loop().create_future())
+        self._queued += size
         self._pending.append(job)
         self._wakeup.set()
         return await job.future
 
     def _take_batch(self) -> list[_Job]:
         jobs = [self._pending.popleft()]
-        pairs = len(jobs[0].queries)
-        while self._pending and pairs + len(self._pending[0].queries) <= self.max_batch_pairs:
+        size = jobs[0].size
+        while self._pending and size + self._pending[0].size <= self.max_batch_size:
             jobs.append(self._pending.popleft())
-            pairs += len(jobs[-1].queries)
+            size += jobs[-1].size
         return jobs
 
     async def _run(self) -> None:
@@ -87,24 +96,38 @@ class MicroBatcher:
                 continue
             jobs = self._take_batch()
             try:
-                queries = [q for job in jobs for q in job.queries]
-                documents = [d for job in jobs for d in job.documents]
-                scored = await loop.run_in_executor(self._executor, self._score, queries, documents)
-                self._on_batch(len(jobs), scored)
-                self._answer(jobs, scored)
-            except Exception as error:  # answered to every waiting request; the worker goes on
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(error)
+                try:
+                    outcomes = await loop.run_in_executor(self._executor, self._run_jobs, [job.item for job in jobs])
+                except Exception as error:  # the executor itself failed: every request learns it, the worker goes on
+                    outcomes = [error] * len(jobs)
+                for job, outcome in zip(jobs, outcomes):
+                    _settle(job.future, outcome)
             finally:
-                self._queued_pairs -= sum(len(job.queries) for job in jobs)
+                self._queued -= sum(job.size for job in jobs)
 
-    @staticmethod
-    def _answer(jobs: list[_Job], scored: Scored) -> None:
-        offset = 0
-        for job in jobs:
-            end = offset + len(job.queries)
-            if not job.future.done():  # the client may have gone away
-                job.future.set_result(Scored(scored.logits[offset:end], scored.tokens[offset:end],
-                                             scored.truncated[offset:end]))
-            offset = end
+    def _run_jobs(self, items: list[Item]) -> list[Result | BaseException]:
+        """On the inference thread: the batch at once, or each item alone if the batch fails."""
+        began = time.perf_counter()
+        try:
+            results = self._run_batch(items)
+        except Exception as error:
+            if len(items) == 1 or isinstance(error, BackendError):
+                return [error] * len(items)
+            return [self._run_alone(item) for item in items]
+        self._on_batch(items, time.perf_counter() - began)
+        return results
+
+    def _run_alone(self, item: Item) -> Result | BaseException:
+        try:
+            return self._run_batch([item])[0]
+        except Exception as error:
+            return error
+
+
+def _settle(future: asyncio.Future, outcome) -> None:
+    if future.done():  # the client went away
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

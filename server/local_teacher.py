@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rankstill.model_repo import read_entry
-
-from .engine import ScoringEngine
+from rankstill.scoring import PairScorer
 
 TEACHER_NICE = 10  # added to the worker thread's nice value
 
@@ -38,7 +37,7 @@ class LocalTeacher:
     def __init__(self, model_dir: Path, threads: int = 1, max_pending: int = 2, chunk_pairs: int = 64):
         entry = read_entry(model_dir)
         self.teacher_id = entry.metadata.get("teacher_id", entry.name)
-        self._engine = ScoringEngine.onnxruntime(entry, threads, chunk_pairs)
+        self._scorer = PairScorer.for_entry(entry, threads, chunk_pairs)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-teacher", initializer=_lower_priority)
         self._max_pending = max_pending
         self._pending = 0
@@ -49,9 +48,9 @@ class LocalTeacher:
             if self._pending >= self._max_pending:  # earlier jobs that timed out may still be running
                 raise TeacherBusy(f"local teacher has {self._pending} jobs in progress")
             self._pending += 1
-        future = self._executor.submit(self._engine.score, [query] * len(documents), documents)
+        future = self._executor.submit(self._scorer.score, [query] * len(documents), documents)
         future.add_done_callback(self._done)
-        return (await asyncio.wrap_future(future)).logits
+        return await asyncio.wrap_future(future)
 
     def _done(self, _) -> None:
         with self._lock:

@@ -32,12 +32,12 @@ class ServerMetrics:
                                 registry=r)
 
     def batch_observer(self, model: str):
-        def observe(requests: int, scored) -> None:
-            self.batch_pairs.labels(model).observe(len(scored.logits))
-            self.batch_requests.labels(model).observe(requests)
-            self.stage_seconds.labels(model, "tokenize").observe(scored.tokenize_seconds)
-            self.stage_seconds.labels(model, "inference").observe(scored.inference_seconds)
-            self.truncated.labels(model).inc(int(scored.truncated.sum()))
+        """Called by the batcher after each model run with the requests' tokenized pairs."""
+        def observe(requests: list, seconds: float) -> None:
+            self.batch_pairs.labels(model).observe(sum(len(pairs) for pairs in requests))
+            self.batch_requests.labels(model).observe(len(requests))
+            self.stage_seconds.labels(model, "inference").observe(seconds)
+            self.truncated.labels(model).inc(sum(int(pairs.truncated.sum()) for pairs in requests))
         return observe
 
 

@@ -7,20 +7,44 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
+from pydantic import BaseModel, ConfigDict, Field
 
 from rankstill.model_repo import ModelEntry, default_model_name, list_models
+from rankstill.scoring import onnx_session
 
-from .schemas import Recommendation, RecommendRequest
-from .service import RequestError
+from .errors import RequestError
 
 MAX_LISTED_IDS = 10  # unknown ids named in an error message
+
+
+class RecommendRequest(BaseModel):
+    """Next-item recommendation from a user's recent history (catalogue ids, oldest first)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[int] = Field(min_length=1, description="Item ids the user interacted with, oldest first "
+                               "(at most the model's window, see `GET /info`).", examples=[[50, 172, 181]])
+    candidates: list[int] | None = Field(None, min_length=1, description="Rank only these item ids; default: the whole catalogue.")
+    top_n: int = Field(10, ge=1, le=1000, description="How many items to return.")
+    exclude_history: bool = Field(True, description="Never recommend an item already in the history.")
+    model: str | None = Field(None, description="Recommender in the repository; default: the repository's default.")
+
+
+class Recommendation(BaseModel):
+    id: int
+    score: float = Field(description="Model score (higher = more likely next); comparable within one response.")
+    title: str | None = None
+
+
+class RecommendResponse(BaseModel):
+    model: str
+    results: list[Recommendation]
 
 
 @dataclass
 class Recommender:
     entry: ModelEntry
-    session: ort.InferenceSession
+    session: object  # onnxruntime.InferenceSession
     item_ids: np.ndarray  # index -> catalogue id
     titles: list[str]
     index_of: dict[int, int]  # catalogue id -> index
@@ -28,10 +52,7 @@ class Recommender:
 
     @classmethod
     def load(cls, entry: ModelEntry, threads: int | None) -> "Recommender":
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 1  # one history per run: more threads only add hand-offs
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(entry.onnx_path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(entry.onnx_path, threads or 1)  # one history per run: more threads only add hand-offs
         catalogue = json.loads(entry.items_path.read_text())
         item_ids = np.array([item["id"] for item in catalogue], dtype=np.int64)
         return cls(entry, session, item_ids, [item["title"] for item in catalogue],

@@ -1,43 +1,45 @@
-"""The rerank service: one batching queue and engine per model of the repository."""
+"""The rerank service: for each rerank model of the repository, a scorer and a batching queue.
+
+A request is tokenized on the tokenization thread, then queued; the batcher merges queued
+requests into one model run on the inference thread (`PairScorer.run_many`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from rankstill.model_repo import ModelEntry, default_model_name, list_models
-from rankstill.pair_tokenizer import PairTokenizer
+from rankstill.pair_tokenizer import PairTokenizer, TokenizedPairs
+from rankstill.scoring import OnnxRunner, PairScorer, Runner
 
-from .backend import Backend, OnnxRuntimeBackend, TritonBackend
+from .backend import TritonRunner
 from .batcher import MicroBatcher
-from .engine import Scored, ScoringEngine
+from .config import BackendKind, ServeSettings
+from .errors import RequestError
 from .metrics import ServerMetrics
-from .settings import ServerSettings
 
 
-class RequestError(ValueError):
-    """Bad input found after validation of the request body (maps to a 4xx)."""
+@dataclass(frozen=True)
+class RerankQuery:
+    """What every API dialect asks for."""
 
-    def __init__(self, status: int, detail: str):
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-
-
-@dataclass
-class LoadedModel:
-    entry: ModelEntry
-    engine: ScoringEngine
-    batcher: MicroBatcher
+    query: str
+    documents: list[str]
+    model: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Ranking:
     model: str
     logits: np.ndarray
     tokens: int
     truncated: int
+    max_length: int
 
     @property
     def scores(self) -> np.ndarray:
@@ -47,51 +49,57 @@ class Ranking:
         return np.argsort(-self.logits, kind="stable")
 
 
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    scorer: PairScorer
+    batcher: MicroBatcher[TokenizedPairs, np.ndarray]
+
+
 class RerankService:
-    def __init__(self, settings: ServerSettings, metrics: ServerMetrics):
+    def __init__(self, settings: ServeSettings, metrics: ServerMetrics):
         self.settings = settings
         self.metrics = metrics
         self.models: dict[str, LoadedModel] = {}
-        self.default_model = settings.default_model or default_model_name(settings.model_repo)
+        self.default_model = settings.model or default_model_name(settings.model_repo)
         self.ready = False
+        # Tokenization has a thread of its own, so it overlaps the model runs of the inference thread.
+        self._tokenize_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
 
     def load(self) -> None:
         for entry in list_models(self.settings.model_repo):
             if entry.task != "rerank":
                 continue
             tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
-            engine = ScoringEngine(tokenizer, self._backend(entry), chunk_pairs=self.settings.max_batch_pairs)
-            batcher = MicroBatcher(engine.score, self.settings.max_batch_pairs,
-                                   self.settings.max_queued_pairs, self.metrics.batch_observer(entry.name))
-            self.models[entry.name] = LoadedModel(entry, engine, batcher)
+            scorer = PairScorer(tokenizer, self._runner(entry), self.settings.max_batch_pairs)
+            batcher = MicroBatcher(scorer.run_many, len, self.settings.max_batch_pairs, self.settings.max_queued_pairs,
+                                   self.metrics.batch_observer(entry.name))
+            self.models[entry.name] = LoadedModel(entry, scorer, batcher)
         if self.default_model not in self.models:
             raise LookupError(f"default model {self.default_model!r} is not a rerank model in "
                               f"{self.settings.model_repo} (found {sorted(self.models)})")
 
-    def _backend(self, entry: ModelEntry) -> Backend:
-        if self.settings.backend == "triton":
-            return TritonBackend(self.settings.triton_url, entry.name, entry.max_length,
-                                 self.settings.triton_timeout_s)
-        if self.settings.backend == "onnxruntime":
-            return OnnxRuntimeBackend(entry.onnx_path, self.settings.threads)
-        raise ValueError(f"unknown backend {self.settings.backend!r} (onnxruntime or triton)")
+    def _runner(self, entry: ModelEntry) -> Runner:
+        if self.settings.backend == BackendKind.triton:
+            return TritonRunner(self.settings.triton_url, entry.name, entry.max_length, self.settings.triton_timeout)
+        return OnnxRunner(entry.onnx_path, self.settings.threads)
 
     def is_ready(self) -> bool:
-        return self.ready and all(model.engine.backend.is_ready() for model in self.models.values())
+        return self.ready and all(model.scorer.runner.is_ready() for model in self.models.values())
 
     def start(self) -> None:
         for model in self.models.values():
-            if model.engine.backend.is_ready():  # a remote backend may come up later
-                model.engine.score(["warm-up query"], ["warm-up document"])
+            if model.scorer.runner.is_ready():  # a remote backend may come up later
+                model.scorer.score(["warm-up query"], ["warm-up document"])
             model.batcher.start()
-            self.metrics.queued_pairs.labels(model.entry.name).set_function(
-                lambda b=model.batcher: b.queued_pairs)
+            self.metrics.queued_pairs.labels(model.entry.name).set_function(lambda b=model.batcher: b.queued)
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         for model in self.models.values():
             await model.batcher.stop()
+        self._tokenize_thread.shutdown(wait=True)
 
     def resolve(self, name: str | None) -> LoadedModel:
         name = name or self.default_model
@@ -99,10 +107,15 @@ class RerankService:
             raise RequestError(404, f"unknown model {name!r}; available: {sorted(self.models)}")
         return self.models[name]
 
-    async def rank(self, query: str, documents: list[str], model_name: str | None) -> Ranking:
-        if len(documents) > self.settings.max_documents:
-            raise RequestError(422, f"too many documents: {len(documents)} > the maximum of "
+    async def rank(self, query: RerankQuery) -> Ranking:
+        if len(query.documents) > self.settings.max_documents:
+            raise RequestError(422, f"too many documents: {len(query.documents)} > the maximum of "
                                     f"{self.settings.max_documents} per request")
-        model = self.resolve(model_name)
-        scored: Scored = await model.batcher.submit([query] * len(documents), documents)
-        return Ranking(model.entry.name, scored.logits, int(scored.tokens.sum()), int(scored.truncated.sum()))
+        model = self.resolve(query.model)
+        began = time.perf_counter()
+        pairs = await asyncio.get_running_loop().run_in_executor(
+            self._tokenize_thread, model.scorer.tokenize, [query.query] * len(query.documents), query.documents)
+        self.metrics.stage_seconds.labels(model.entry.name, "tokenize").observe(time.perf_counter() - began)
+        logits = await model.batcher.submit(pairs)
+        return Ranking(model.entry.name, logits, int(pairs.lengths.sum()), int(pairs.truncated.sum()),
+                       model.entry.max_length)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,27 +24,9 @@ from prometheus_client import Counter, Histogram
 
 from rankstill.metrics import kendall_tau, ndcg_at_k
 
+from .config import ShadowSettings
+
 AGREEMENT_BUCKETS = (-1, -0.5, 0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 1)
-
-
-@dataclass(frozen=True)
-class ShadowSettings:
-    teacher: str  # http(s) URL of a server speaking the TEI rerank shape, or a local ONNX teacher entry
-    rate: float = 0.05  # share of requests shadowed (a request header can force or suppress)
-    timeout_s: float = 5.0  # per teacher call
-    concurrency: int = 2  # teacher calls in flight at most
-    queue_size: int = 256  # jobs waiting at most; beyond, jobs are dropped and counted
-    breaker_failures: int = 5  # consecutive failures that open the circuit
-    breaker_cooldown_s: float = 30.0  # how long an open circuit skips the teacher
-    label_store: Path | None = None  # where shadowed pairs are written (Parquet parts)
-    flush_rows: int = 512  # pairs buffered before a part is written
-    teacher_id: str = "shadow-teacher"
-    k: int = 10
-    local_threads: int = 1  # a local teacher: ONNX Runtime threads (its one worker thread runs at lower OS priority)
-
-    @property
-    def is_remote(self) -> bool:
-        return self.teacher.startswith(("http://", "https://"))
 
 
 def agreement(student: np.ndarray, teacher: np.ndarray, k: int = 10) -> dict[str, float | None]:
@@ -92,6 +75,8 @@ class _Job:
 
 
 class RemoteTeacher:
+    teacher_id = "shadow-teacher"
+
     def __init__(self, url: str, timeout_s: float):
         self._client = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout_s)
 
@@ -114,7 +99,8 @@ class ShadowScorer:
     def __init__(self, settings: ShadowSettings, registry, teacher: RemoteTeacher | None = None):
         self.settings = settings
         self.teacher = teacher or self._teacher_for(settings)
-        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
+        self.teacher_id = settings.teacher_id or self.teacher.teacher_id
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown)
         self._queue: asyncio.Queue[_Job] | None = None
         self._workers: list[asyncio.Task] = []
         self._rows: list[dict] = []
@@ -129,13 +115,13 @@ class ShadowScorer:
     @staticmethod
     def _teacher_for(settings: ShadowSettings):
         if settings.is_remote:
-            return RemoteTeacher(settings.teacher, settings.timeout_s)
+            return RemoteTeacher(settings.teacher, settings.timeout)
         from .local_teacher import LocalTeacher
 
-        return LocalTeacher(Path(settings.teacher), settings.local_threads, max_pending=settings.concurrency)
+        return LocalTeacher(Path(settings.teacher), settings.threads, max_pending=settings.concurrency)
 
     def start(self) -> None:
-        self._queue = asyncio.Queue(maxsize=self.settings.queue_size)
+        self._queue = asyncio.Queue(maxsize=self.settings.queue)
         self._workers = [asyncio.create_task(self._work()) for _ in range(self.settings.concurrency)]
 
     async def stop(self) -> None:
@@ -144,6 +130,10 @@ class ShadowScorer:
         await asyncio.gather(*self._workers, return_exceptions=True)
         await self.flush()
         await self.teacher.close()
+
+    def wants(self, header: str | None) -> bool:
+        """Whether to shadow a request: its X-Shadow header forces (1) or suppresses (0), else the sample rate."""
+        return header == "1" or (header != "0" and random.random() < self.settings.rate)
 
     def offer(self, model: str, query: str, documents: list[str], student_logits: np.ndarray) -> bool:
         """Queue a job without ever waiting; False (and counted) when the queue is full."""
@@ -169,7 +159,7 @@ class ShadowScorer:
             return
         began = time.perf_counter()
         try:
-            teacher = await asyncio.wait_for(self.teacher.score(job.query, job.documents), self.settings.timeout_s)
+            teacher = await asyncio.wait_for(self.teacher.score(job.query, job.documents), self.settings.timeout)
         except Exception:  # a slow, failing or absent teacher only costs shadow metrics
             self.breaker.record(ok=False)
             self._count("error")
@@ -185,13 +175,13 @@ class ShadowScorer:
         await self._store(job, teacher)
 
     async def _store(self, job: _Job, teacher: np.ndarray) -> None:
-        if self.settings.label_store is None:
+        if self.settings.labels is None:
             return
         for document, student_score, teacher_score in zip(job.documents, job.student_logits, teacher):
             self._rows.append({
                 "query": job.query, "item_id": hashlib.sha1(document.encode()).hexdigest()[:16],
                 "item_text": document, "teacher_score": float(teacher_score),
-                "teacher_id": self.settings.teacher_id, "teacher_version": self.settings.teacher,
+                "teacher_id": self.teacher_id, "teacher_version": self.settings.teacher,
                 "source": "shadow", "split": "train", "human_label": None, "bm25_score": None,
                 "student_score": float(student_score), "student_model": job.model,
             })
@@ -199,7 +189,7 @@ class ShadowScorer:
             await self.flush()
 
     async def flush(self) -> None:
-        if not self._rows or self.settings.label_store is None:
+        if not self._rows or self.settings.labels is None:
             return
         from rankstill.label_store import LabelStore  # pyarrow only when a store is configured
 
@@ -207,7 +197,7 @@ class ShadowScorer:
         columns = {name: [row[name] for row in rows] for name in rows[0]}
         name = f"shadow-{time.strftime('%Y%m%d-%H%M%S')}-{self._parts_written:05d}"
         self._parts_written += 1
-        await asyncio.to_thread(LabelStore(self.settings.label_store).write_part, name, columns)
+        await asyncio.to_thread(LabelStore(self.settings.labels).write_part, name, columns)
 
     def summary(self) -> dict:
         recent = list(self._recent)

@@ -8,13 +8,6 @@ from rankstill.cli import app
 from conftest import ROOT
 
 
-def test_help_lists_the_pipeline_commands():
-    result = CliRunner().invoke(app, ["--help"])
-    assert result.exit_code == 0
-    for command in ("teacher", "label", "train", "export", "serve"):
-        assert command in result.output
-
-
 def test_missing_data_fails_with_a_clear_message(tmp_path):
     result = CliRunner().invoke(app, ["teacher", "train", "--data", str(tmp_path / "missing.csv.gz")])
     assert result.exit_code != 0

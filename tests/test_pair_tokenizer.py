@@ -23,10 +23,21 @@ def test_pads_to_longest_pair_in_batch_only():
 
 
 def test_truncates_to_max_length_and_flags_it():
-    encoded = _tokenizer(16).encode(["shower head"] * 2, ["chrome " * 40, "chrome"])
-    assert encoded.input_ids.shape[1] == 16
-    assert encoded.truncated_rows.tolist() == [True, False]
-    assert encoded.truncated == 1
+    pairs = _tokenizer(16).tokenize(["shower head"] * 2, ["chrome " * 40, "chrome"])
+    assert pairs.pad().input_ids.shape[1] == 16
+    assert pairs.truncated.tolist() == [True, False]
+
+
+def test_chunks_are_length_sorted_and_padded_to_their_own_longest_pair():
+    documents = ["a much longer cordless drill title with many words", "bit", "drill bit set", "x"]
+    pairs = _tokenizer(64).tokenize(["drill"] * 4, documents)
+    chunks = list(pairs.chunks(2))
+    assert [sorted(rows.tolist()) for rows, _ in chunks] == [[1, 3], [0, 2]]  # shortest pairs first
+    for rows, batch in chunks:
+        assert batch.input_ids.shape == (2, pairs.lengths[rows].max())
+        for out, row in enumerate(rows):
+            assert batch.input_ids[out, : pairs.lengths[row]].tolist() == pairs.ids[row]
+            assert batch.attention_mask[out].sum() == pairs.lengths[row]
 
 
 def _library_encoding(max_length, queries, documents):
@@ -46,13 +57,14 @@ def test_assembled_pairs_equal_the_library_encoding_on_real_and_long_pairs(judgm
     for max_length in (16, 17, 64):
         tokenizer = _tokenizer(max_length)
         assert tokenizer._assemble
-        encoded = tokenizer.encode(queries, documents)
+        pairs = tokenizer.tokenize(queries, documents)
+        encoded = pairs.pad()
         for row, expected in enumerate(_library_encoding(max_length, queries, documents)):
             n = len(expected.ids)
             assert encoded.input_ids[row, :n].tolist() == expected.ids
             assert encoded.token_type_ids[row, :n].tolist() == expected.type_ids
             assert encoded.attention_mask[row].sum() == n
-            assert encoded.truncated_rows[row] == bool(expected.overflowing)
+            assert pairs.truncated[row] == bool(expected.overflowing)
 
 
 def test_cache_is_bounded_and_gives_the_same_ids():

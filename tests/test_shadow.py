@@ -1,6 +1,7 @@
 """Shadow scoring with real servers on 127.0.0.1: a real teacher server, a slow one, a failing one, none."""
 
 import contextlib
+import os
 import sys
 import time
 
@@ -107,7 +108,7 @@ def test_local_teacher_entry_runs_in_process_and_matches_the_model(tmp_path):
     """A local ONNX teacher (here the committed int8 entry) scores shadow traffic without a second server."""
     from rankstill.model_repo import read_entry
     from rankstill.pair_tokenizer import PairTokenizer
-    from rankstill.server.backend import OnnxRuntimeBackend
+    from rankstill.scoring import OnnxRunner
 
     teacher_dir = MODEL_REPO / "rerank-student-int8"
     labels = tmp_path / "harvested"
@@ -122,7 +123,7 @@ def test_local_teacher_entry_runs_in_process_and_matches_the_model(tmp_path):
     entry = read_entry(teacher_dir)
     first = harvested[harvested["query"] == f"{QUERY} 0"]
     tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
-    direct = OnnxRuntimeBackend(entry.onnx_path, 1).run(
+    direct = OnnxRunner(entry.onnx_path, 1).run(
         tokenizer.encode([f"{QUERY} 0"] * len(first), list(first["item_text"])).as_feeds())
     np.testing.assert_allclose(first["teacher_score"], direct, atol=INT8_BATCH_TOLERANCE)
 
@@ -146,5 +147,6 @@ def test_config_file_with_unknown_settings_is_refused(tmp_path):
     config = tmp_path / "serve.yaml"
     config.write_text("shadow:\n  teacherr: http://127.0.0.1:1\n")
     result = subprocess.run([sys.executable, "-m", "rankstill.cli", "serve", "--config", str(config)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert result.returncode != 0 and "shadow_teacherr" in result.stderr
+                            capture_output=True, text=True, cwd=ROOT, timeout=60,
+                            env={**os.environ, "COLUMNS": "1000"})  # the error on one line
+    assert result.returncode != 0 and "shadow.teacherr" in result.stderr and "shadow.teacher," in result.stderr

@@ -1,0 +1,109 @@
+"""The one torch-free scoring core: (query, document) pairs in, one logit per pair out.
+
+Used by the server, export parity, the local shadow teacher, labelling with ONNX teachers and
+the benchmarks, so that all of them tokenize, batch and pad the same way:
+
+- `onnx_session` opens every ONNX Runtime session of the project with the same options;
+- `PairScorer` tokenizes (`tokenize`), then runs the model (`run`) over length-sorted chunks of
+  at most `max_batch_pairs` pairs, each padded only to its own longest pair.
+
+The model behind a scorer is any `Runner` (`run(feeds) -> logits`): ONNX Runtime here, a Triton
+client in the server, or a PyTorch module in training, which scores through this same policy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from .model_repo import ModelEntry
+from .pair_tokenizer import PairTokenizer, TokenizedPairs
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+DEFAULT_MAX_BATCH_PAIRS = 256  # pairs in one model run
+# A token is at least one character and rarely more than a few dozen: cutting texts at this many
+# characters per token of the window never changes the tokens kept, but bounds tokenization work.
+CHARS_PER_TOKEN_BOUND = 50
+
+
+def onnx_session(path: str | Path, threads: int | None = None) -> "onnxruntime.InferenceSession":
+    """An ONNX Runtime CPU session with the project's options.
+
+    `threads`: intra-op threads (default: all cores). Idle threads do not spin: tokenization,
+    the event loop and other sessions need the same few cores.
+    """
+    import onnxruntime as ort  # imported on first use: `rankstill --help` stays quick
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class Runner(Protocol):
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits [batch] for input_ids / attention_mask / token_type_ids [batch, seq]."""
+
+    def is_ready(self) -> bool:
+        """Whether the model can serve now."""
+
+
+class OnnxRunner:
+    """A cross-encoder ONNX model run in-process; inputs the model does not declare are dropped."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.session = onnx_session(path, threads)
+        self._input_names = {i.name for i in self.session.get_inputs()}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        used = {name: value for name, value in feeds.items() if name in self._input_names}
+        return self.session.run(None, used)[0].reshape(-1)
+
+    def is_ready(self) -> bool:
+        return True
+
+
+class PairScorer:
+    def __init__(self, tokenizer: PairTokenizer, runner: Runner, max_batch_pairs: int = DEFAULT_MAX_BATCH_PAIRS):
+        self.tokenizer = tokenizer
+        self.runner = runner
+        self.max_batch_pairs = max_batch_pairs
+        self.max_chars = tokenizer.max_length * CHARS_PER_TOKEN_BOUND
+
+    @classmethod
+    def onnx(cls, onnx_path: str | Path, tokenizer: PairTokenizer, threads: int | None = None,
+             max_batch_pairs: int = DEFAULT_MAX_BATCH_PAIRS) -> "PairScorer":
+        return cls(tokenizer, OnnxRunner(onnx_path, threads), max_batch_pairs)
+
+    @classmethod
+    def for_entry(cls, entry: ModelEntry, threads: int | None = None,
+                  max_batch_pairs: int = DEFAULT_MAX_BATCH_PAIRS) -> "PairScorer":
+        """A model entry of `model_repo/` (its tokenizer and ONNX file), run in-process."""
+        return cls.onnx(entry.onnx_path, PairTokenizer.from_file(entry.tokenizer_path, entry.max_length),
+                        threads, max_batch_pairs)
+
+    def tokenize(self, queries: list[str], documents: list[str]) -> TokenizedPairs:
+        return self.tokenizer.tokenize([q[: self.max_chars] for q in queries],
+                                       [d[: self.max_chars] for d in documents])
+
+    def run(self, pairs: TokenizedPairs) -> np.ndarray:
+        """Logits in the pairs' order; the model sees length-sorted chunks padded to their own longest pair."""
+        logits = np.empty(len(pairs), dtype=np.float32)
+        for rows, batch in pairs.chunks(self.max_batch_pairs):
+            logits[rows] = self.runner.run(batch.as_feeds())
+        return logits
+
+    def run_many(self, requests: list[TokenizedPairs]) -> list[np.ndarray]:
+        """Several requests' pairs scored as one batch; one logits array per request."""
+        logits = self.run(TokenizedPairs.concat(requests))
+        return np.split(logits, np.cumsum([len(r) for r in requests])[:-1])
+
+    def score(self, queries: list[str], documents: list[str]) -> np.ndarray:
+        """One logit per pair, in order."""
+        return self.run(self.tokenize(queries, documents))

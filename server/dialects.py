@@ -1,0 +1,172 @@
+"""The rerank API dialects clients already speak, each mapped to one internal `RerankQuery` and back.
+
+- Jina / Cohere v1 (`POST /rerank` with `documents`): `{model, results: [{index, relevance_score, document?}], usage}`
+- Hugging Face TEI (`POST /rerank` with `texts`): a bare array `[{index, score, text?}]`, never cut
+- Cohere v2 (`POST /v2/rerank`): `{id, results: [{index, relevance_score}], meta}`
+
+Each request model validates its own shape and has `to_query()` and `respond(ranking)`.
+Pairs longer than the model's maximum length (see `GET /info`) are truncated by tokens, longer
+side first; the response header `X-Truncated-Documents` counts them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictStr, Tag, field_validator
+
+from .service import Ranking, RerankQuery
+
+
+def _not_blank(query: str) -> str:
+    if not query.strip():
+        raise ValueError("query must not be empty")
+    return query
+
+
+def _not_empty(documents: list) -> list:
+    if not documents:
+        raise ValueError("the list of documents must not be empty")
+    return documents
+
+
+class _Dialect(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # clients send fields of their own (rank_fields, ...)
+
+    query: StrictStr = Field(description="The search query.", examples=["cordless drill"])
+    model: str | None = Field(None, description="Model in the repository; default: the repository's default.")
+
+    _query_not_blank = field_validator("query")(_not_blank)
+
+
+# Jina / Cohere v1
+
+class DocumentObject(BaseModel):
+    """A document given as an object (Cohere v1 accepts `{"text": ...}`)."""
+
+    text: StrictStr
+
+
+class RerankDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class Usage(BaseModel):
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    model: str
+    results: list[RerankResult]
+    usage: Usage
+
+
+class CohereV1Request(_Dialect):
+    """Jina / Cohere v1: `documents` as strings or `{"text": ...}`."""
+
+    documents: list[Union[StrictStr, DocumentObject]] = Field(description="Candidates to rank.")
+    top_n: int | None = Field(None, ge=1, description="Return only the n best.")
+    return_documents: bool = Field(True, description="Echo each document in the results.")
+
+    _documents_not_empty = field_validator("documents")(_not_empty)
+
+    def to_query(self) -> RerankQuery:
+        return RerankQuery(self.query, [d if isinstance(d, str) else d.text for d in self.documents], self.model)
+
+    def respond(self, query: RerankQuery, ranking: Ranking) -> RerankResponse:
+        scores = ranking.scores
+        return RerankResponse(
+            model=ranking.model,
+            results=[RerankResult(index=int(i), relevance_score=float(scores[i]),
+                                  document=RerankDocument(text=query.documents[i]) if self.return_documents else None)
+                     for i in ranking.order()[: self.top_n]],
+            usage=Usage(total_tokens=ranking.tokens),
+        )
+
+
+# Hugging Face TEI
+
+class TeiResult(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class TeiRequest(_Dialect):
+    """TEI: `texts`; one result per text, best first (`top_n` is not part of TEI and is ignored)."""
+
+    texts: list[StrictStr] = Field(description="Candidates to rank.")
+    raw_scores: bool = Field(False, description="Return raw logits instead of sigmoid scores.")
+    return_text: bool = Field(False, description="Echo each text in the results.")
+
+    _texts_not_empty = field_validator("texts")(_not_empty)
+
+    def to_query(self) -> RerankQuery:
+        return RerankQuery(self.query, list(self.texts), self.model)
+
+    def respond(self, query: RerankQuery, ranking: Ranking) -> list[TeiResult]:
+        values = ranking.logits if self.raw_scores else ranking.scores
+        return [TeiResult(index=int(i), score=float(values[i]), text=query.documents[i] if self.return_text else None)
+                for i in ranking.order()]
+
+
+def _rerank_dialect(body) -> str | None:
+    """`documents` means Jina / Cohere v1, `texts` means TEI; both or neither is an error."""
+    if isinstance(body, dict) and ("documents" in body) != ("texts" in body):
+        return "documents" if "documents" in body else "texts"
+    return None
+
+
+RerankBody = Annotated[
+    Union[Annotated[CohereV1Request, Tag("documents")], Annotated[TeiRequest, Tag("texts")]],
+    Discriminator(_rerank_dialect, custom_error_type="rerank_dialect",
+                  custom_error_message="give exactly one of `documents` (Jina/Cohere) or `texts` (TEI)"),
+]
+
+
+# Cohere v2
+
+class CohereV2Result(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class CohereV2Meta(BaseModel):
+    api_version: dict = Field(default_factory=lambda: {"version": "2"})
+    billed_units: dict = Field(default_factory=lambda: {"search_units": 1})
+    warnings: list[str] = Field(default_factory=list)
+
+
+class CohereV2Response(BaseModel):
+    id: str
+    results: list[CohereV2Result]
+    meta: CohereV2Meta
+
+
+class CohereV2Request(_Dialect):
+    documents: list[StrictStr] = Field(description="Candidates to rank.")
+    top_n: int | None = Field(None, ge=1, description="Return only the n best.")
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+
+    _documents_not_empty = field_validator("documents")(_not_empty)
+
+    def to_query(self) -> RerankQuery:
+        return RerankQuery(self.query, list(self.documents), self.model)
+
+    def respond(self, query: RerankQuery, ranking: Ranking) -> CohereV2Response:
+        scores = ranking.scores
+        warnings = ([f"{ranking.truncated} documents were truncated to {ranking.max_length} tokens"]
+                    if ranking.truncated else [])
+        return CohereV2Response(
+            id=str(uuid.uuid4()),
+            results=[CohereV2Result(index=int(i), relevance_score=float(scores[i]))
+                     for i in ranking.order()[: self.top_n]],
+            meta=CohereV2Meta(warnings=warnings),
+        )
