@@ -164,7 +164,7 @@ def _settings_parameters(model, prefix: str = "", env_prefix: str = "") -> list[
 
 def _nested(flags: dict, nested: tuple[str, ...]) -> dict:
     """Flags given on the command line, shaped like the settings (`shadow_rate` → `shadow.rate`)."""
-    given = {name: value for name, value in flags.items() if value is not None}
+    given = {name: value for name, value in flags.items() if value is not None and value != []}
     shaped = {key: {} for key in nested}
     for name, value in given.items():
         section = next((key for key in nested if name.startswith(f"{key}_")), None)
@@ -187,12 +187,16 @@ def serve_command(config: Optional[Path] = None, **flags) -> None:
 
     from rankstill.server.app import create_app
     from rankstill.server.config import SettingsError, load_settings
+    from rankstill.server.http import guarded_protocol, warn_if_open
 
     try:
         settings = load_settings(config, **_nested(flags, ("shadow",)))
     except SettingsError as error:
         raise typer.BadParameter(str(error)) from None
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.value)
+    warn_if_open(settings.host, settings.api_key)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.value,
+                http=guarded_protocol(settings.max_connections, settings.request_timeout),
+                timeout_graceful_shutdown=settings.shutdown_timeout)
 
 
 def _register_serve() -> None:

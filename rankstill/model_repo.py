@@ -54,14 +54,19 @@ class ModelEntry:
     def task(self) -> str:
         return self.metadata.get("task", "rerank")
 
+    def versions(self) -> list[int]:
+        """Every version of this model that has a model file, newest first."""
+        return _versions(self.directory)
+
+
+def _versions(model_dir: Path) -> list[int]:
+    return sorted((int(child.name) for child in model_dir.iterdir()
+                   if child.is_dir() and child.name.isdigit() and (child / MODEL_FILE).is_file()), reverse=True)
+
 
 def _latest_version(model_dir: Path) -> int | None:
-    versions = [
-        int(child.name)
-        for child in model_dir.iterdir()
-        if child.is_dir() and child.name.isdigit() and (child / MODEL_FILE).is_file()
-    ]
-    return max(versions) if versions else None
+    found = _versions(model_dir)
+    return found[0] if found else None
 
 
 def _complete_entry(model_dir: Path) -> ModelEntry | None:

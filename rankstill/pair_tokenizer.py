@@ -43,6 +43,7 @@ class TokenizedPairs:
     first_segment: np.ndarray  # int [pairs]: tokens of type 0 (the query side with its special tokens)
     truncated: np.ndarray  # bool [pairs]: the pair lost tokens to max_length
     pad_id: int = 0
+    document: np.ndarray | None = None  # int [pairs]: the document each pair is a window of (None: pair i = document i)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -74,10 +75,19 @@ class TokenizedPairs:
 
     @classmethod
     def concat(cls, parts: list["TokenizedPairs"]) -> "TokenizedPairs":
+        """The pairs of several requests as one batch (which document each pair belongs to is not kept)."""
         if len(parts) == 1:
             return parts[0]
         return cls([ids for part in parts for ids in part.ids], np.concatenate([p.first_segment for p in parts]),
                    np.concatenate([p.truncated for p in parts]), parts[0].pad_id)
+
+    def per_document(self, logits: np.ndarray, documents: int) -> np.ndarray:
+        """One logit per document: the pair's own, or the best of its windows."""
+        if self.document is None:
+            return logits
+        best = np.full(documents, -np.inf, dtype=np.float32)
+        np.maximum.at(best, self.document, logits)
+        return best
 
 
 class PairTokenizer:
@@ -127,20 +137,53 @@ class PairTokenizer:
         """Tokenized and padded to the longest pair, in the order given."""
         return self.tokenize(queries, documents).pad()
 
-    def tokenize(self, queries: list[str], documents: list[str]) -> TokenizedPairs:
+    def tokenize(self, queries: list[str], documents: list[str], document_tokens: int | None = None,
+                 cut_left: bool = False) -> TokenizedPairs:
+        """One pair per (query, document), cut to `max_length` tokens longer side first.
+
+        `document_tokens`: each document is first cut to this many tokens (Cohere's max_tokens_per_doc);
+        `cut_left`: cutting keeps the end of a text instead of its start (TEI's truncation_direction=Left).
+        """
         if len(queries) != len(documents):
             raise ValueError("queries and documents must have the same length")
         if not self._assemble:
+            if document_tokens is not None or cut_left:
+                raise ValueError("this model's tokenizer has no [CLS] q [SEP] d [SEP] template: it can only cut "
+                                 "pairs at the end, whole")
             return self._tokenize_with_library(queries, documents)
         budget = self.max_length - 3  # [CLS] q [SEP] d [SEP]
         ids, first_segment = [], np.empty(len(queries), dtype=np.int64)
         truncated = np.zeros(len(queries), dtype=bool)
-        for row, (q, d) in enumerate(zip(self._piece_ids(queries), self._piece_ids(documents))):
+        for row, (q, whole) in enumerate(zip(self._piece_ids(queries), self._piece_ids(documents))):
+            d = _cut(whole, document_tokens if document_tokens is not None else len(whole), cut_left)
             keep_q, keep_d = _longest_first(len(q), len(d), budget)
-            truncated[row] = keep_q < len(q) or keep_d < len(d)
-            ids.append([self._cls, *q[:keep_q], self._sep, *d[:keep_d], self._sep])
+            truncated[row] = keep_q < len(q) or keep_d < len(whole)
+            ids.append([self._cls, *_cut(q, keep_q, cut_left), self._sep, *_cut(d, keep_d, cut_left), self._sep])
             first_segment[row] = keep_q + 2
         return TokenizedPairs(ids, first_segment, truncated, self._pad_id)
+
+    def tokenize_windows(self, query: str, documents: list[str], overlap: int) -> TokenizedPairs:
+        """Documents longer than the window become several pairs: the query with overlapping windows
+        of the document that together cover all of it. `TokenizedPairs.document` names each pair's document.
+
+        The query keeps at most half the window; a document shorter than what is left is one pair.
+        """
+        if not self._assemble:
+            raise ValueError("this model's tokenizer has no [CLS] q [SEP] d [SEP] template: long documents "
+                             "can only be truncated")
+        budget = self.max_length - 3
+        q = self._piece_ids([query])[0]
+        q = q[: min(len(q), budget // 2)]
+        window = budget - len(q)
+        stride = max(1, window - overlap)
+        ids, owner = [], []
+        for index, d in enumerate(self._piece_ids(documents)):
+            starts = [*range(0, len(d) - window, stride), max(0, len(d) - window)]
+            for start in starts:
+                ids.append([self._cls, *q, self._sep, *d[start:start + window], self._sep])
+                owner.append(index)
+        return TokenizedPairs(ids, np.full(len(ids), len(q) + 2, dtype=np.int64), np.zeros(len(ids), dtype=bool),
+                              self._pad_id, np.array(owner, dtype=np.int64))
 
     def _tokenize_with_library(self, queries: list[str], documents: list[str]) -> TokenizedPairs:
         encodings = self._tokenizer.encode_batch(list(zip(queries, documents)))
@@ -148,6 +191,13 @@ class PairTokenizer:
                                  dtype=np.int64)
         truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
         return TokenizedPairs([e.ids for e in encodings], first_segment, truncated, self._pad_id)
+
+
+def _cut(pieces: list[int], keep: int, from_left: bool) -> list[int]:
+    """`keep` pieces: the first ones, or the last ones when cutting from the left."""
+    if keep >= len(pieces):
+        return pieces
+    return pieces[len(pieces) - keep:] if from_left else pieces[:keep]
 
 
 def _longest_first(n_first: int, n_second: int, budget: int) -> tuple[int, int]:

@@ -88,9 +88,16 @@ class PairScorer:
         return cls.onnx(entry.onnx_path, PairTokenizer.from_file(entry.tokenizer_path, entry.max_length),
                         threads, max_batch_pairs)
 
-    def tokenize(self, queries: list[str], documents: list[str]) -> TokenizedPairs:
-        return self.tokenizer.tokenize([q[: self.max_chars] for q in queries],
-                                       [d[: self.max_chars] for d in documents])
+    def tokenize(self, queries: list[str], documents: list[str], document_tokens: int | None = None,
+                 cut_left: bool = False) -> TokenizedPairs:
+        """One pair per document, cut to the model's window (see `PairTokenizer.tokenize`)."""
+        bound = (lambda text: text[-self.max_chars:]) if cut_left else (lambda text: text[: self.max_chars])
+        return self.tokenizer.tokenize([bound(q) for q in queries], [bound(d) for d in documents],
+                                       document_tokens, cut_left)
+
+    def tokenize_windows(self, query: str, documents: list[str], overlap: int) -> TokenizedPairs:
+        """Long documents as overlapping windows (see `PairTokenizer.tokenize_windows`); no text is cut."""
+        return self.tokenizer.tokenize_windows(query, documents, overlap)
 
     def run(self, pairs: TokenizedPairs) -> np.ndarray:
         """Logits in the pairs' order; the model sees length-sorted chunks padded to their own longest pair."""

@@ -8,6 +8,8 @@ pad and run the model).
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
@@ -21,12 +23,14 @@ from rankstill import __version__
 from .config import ServeSettings
 from .dialects import CohereV2Request, CohereV2Response, RerankBody, RerankResponse, TeiResult
 from .errors import ERROR_RESPONSES, add_error_handlers
+from .http import ApiKeyMiddleware, BodyLimitMiddleware, OffloadedJsonRoute
 from .metrics import MetricsMiddleware, ServerMetrics
 from .recommend import RecommendRequest, RecommendResponse, RecommendService
 from .service import RerankService
 from .shadow import ShadowScorer
 
 TRUNCATED_HEADER = "X-Truncated-Documents"
+log = logging.getLogger("rankstill")
 
 
 @dataclass
@@ -49,7 +53,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="rankstill", version=__version__, lifespan=_lifespan,
                   description="Rerank (query, documents) with a distilled cross-encoder student.")
     app.state.runtime = Runtime(settings, metrics, service, recommender, shadow)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, keys=settings.api_key)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 401 and 413 too
     add_error_handlers(app, settings.retry_after, on_overload=metrics.rejected.inc)
     app.include_router(router)
     return app
@@ -61,32 +68,59 @@ async def _lifespan(app: FastAPI):
     runtime.service.start()
     if runtime.shadow:
         runtime.shadow.start()
+    reloading = [asyncio.create_task(_poll_model_repo(runtime))] if runtime.settings.reload_interval else []
+    stop_reloading_on_sighup = _reload_on_sighup(runtime)
     yield
+    for task in reloading:
+        task.cancel()
+    stop_reloading_on_sighup()
     await runtime.service.stop()
     if runtime.shadow:
         await runtime.shadow.stop()
+
+
+async def _poll_model_repo(runtime: Runtime) -> None:
+    """Triton's poll mode: new versions in the model repository are picked up without a restart."""
+    while True:
+        await asyncio.sleep(runtime.settings.reload_interval)
+        try:
+            await runtime.service.reload()
+        except Exception:  # a repository being rewritten must not stop the polling
+            log.exception("reloading %s failed; trying again in %s s", runtime.settings.model_repo,
+                          runtime.settings.reload_interval)
+
+
+def _reload_on_sighup(runtime: Runtime):
+    """SIGHUP reloads the model repository (by default it would kill the server and drop its work).
+    Returns what undoes it."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(runtime.service.reload()))
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or not POSIX
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-router = APIRouter()
+router = APIRouter(route_class=OffloadedJsonRoute, responses=ERROR_RESPONSES)
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 ShadowHeader = Annotated[str | None, Header(description="1: shadow this request to the teacher; 0: never; "
                                                         "absent: sample at the configured rate")]
 
 
-@router.post("/rerank", response_model=RerankResponse | list[TeiResult], responses=ERROR_RESPONSES,
-             response_model_exclude_none=True,
+@router.post("/rerank", response_model=RerankResponse | list[TeiResult], response_model_exclude_none=True,
              summary="Rerank documents (Jina / Cohere v1 with `documents`, TEI with `texts`)")
+@router.post("/v1/rerank", response_model=RerankResponse | list[TeiResult], response_model_exclude_none=True,
+             summary="The same as /rerank (the path Cohere v1, Jina- and vLLM-style clients call)")
 async def rerank(body: RerankBody, response: Response, background: BackgroundTasks, runtime: RuntimeDep,
                  x_shadow: ShadowHeader = None):
     return await _rerank(body, response, background, runtime, x_shadow)
 
 
-@router.post("/v2/rerank", response_model=CohereV2Response, responses=ERROR_RESPONSES,
-             summary="Rerank documents (Cohere v2)")
+@router.post("/v2/rerank", response_model=CohereV2Response, summary="Rerank documents (Cohere v2)")
 async def rerank_v2(body: CohereV2Request, response: Response, background: BackgroundTasks, runtime: RuntimeDep,
                     x_shadow: ShadowHeader = None):
     return await _rerank(body, response, background, runtime, x_shadow)
@@ -101,8 +135,7 @@ async def _rerank(body, response: Response, background: BackgroundTasks, runtime
     return body.respond(query, ranking)
 
 
-@router.post("/recommend", response_model=RecommendResponse, responses=ERROR_RESPONSES,
-             summary="Next items for a user's recent history (sequential recommender)")
+@router.post("/recommend", response_model=RecommendResponse, summary="Next items for a user's recent history (sequential recommender)")
 async def recommend(body: RecommendRequest, runtime: RuntimeDep):
     model, results = await runtime.recommender.recommend(body)
     return RecommendResponse(model=model, results=results)
@@ -113,7 +146,8 @@ async def healthz():
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: models loaded and warmed up")
+@router.get("/readyz", summary="Readiness: models loaded and warmed up",
+            responses={503: {"description": "Not ready (the backend is not up yet)"}})
 async def readyz(runtime: RuntimeDep):
     if not await asyncio.to_thread(runtime.service.is_ready):  # a remote backend is asked over the network
         return JSONResponse({"status": "not ready", "backend": runtime.settings.backend.value}, status_code=503)
@@ -125,7 +159,10 @@ async def info(runtime: RuntimeDep):
     service, recommender = runtime.service, runtime.recommender
     return {
         "default_model": service.default_model,
+        "model_aliases": runtime.settings.aliases,
+        "strict_models": runtime.settings.strict_models,
         "max_documents": runtime.settings.max_documents,
+        "refused_versions": service.refused,
         "models": {name: {"max_length": m.entry.max_length, "version": m.entry.version,
                           "variant": m.entry.metadata.get("variant"), "truncation": m.entry.metadata.get("truncation")}
                    for name, m in service.models.items()},
@@ -142,6 +179,13 @@ async def shadow_summary(runtime: RuntimeDep):
     return runtime.shadow.summary()
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.post("/admin/reload", summary="Load new model versions from the repository now (as the periodic poll "
+             "and SIGHUP do): each is checked before it is swapped in; a broken one is refused and the old one serves")
+async def admin_reload(runtime: RuntimeDep):
+    return await runtime.service.reload()
+
+
+@router.get("/metrics", summary="Prometheus metrics",
+            responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}})
 async def prometheus_metrics(runtime: RuntimeDep):
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

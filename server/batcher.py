@@ -2,9 +2,10 @@
 
 While the model is busy, new requests wait in the queue; when it is free, the worker takes
 everything queued (up to `max_batch_size`) as one batch. A lone request never waits for
-company, and under load the wait is bounded by one model run. The queue is bounded by
-`max_queued` (in the units of `size`, e.g. pairs): a request that would overflow it is refused
-at once with `Overloaded`, and a request already queued is always answered.
+company, and under load the wait is bounded by one model run. Admission is by time: a request
+is refused at once with `Overloaded` when the work already queued would take the model more than
+`max_wait_s` (measured: seconds per unit of `size`, e.g. per pair, over recent runs), or when it
+would overflow `max_queued` units. A request already queued is always answered.
 
 The batcher knows nothing of what it batches: `run_batch` turns a list of items into a list of
 results, one per item, on a single worker thread. When a batch fails, each of its items is
@@ -23,6 +24,12 @@ from typing import Callable, Generic, TypeVar
 
 from .errors import BackendError, Overloaded
 
+RATE_SMOOTHING = 0.2  # weight of the newest run in the seconds-per-unit estimate
+
+
+class Retired(RuntimeError):
+    """The batcher was stopped (its model was replaced): submit to the new one."""
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -36,13 +43,16 @@ class _Job(Generic[Item]):
 
 class MicroBatcher(Generic[Item, Result]):
     def __init__(self, run_batch: Callable[[list[Item]], list[Result]], size: Callable[[Item], int],
-                 max_batch_size: int, max_queued: int,
+                 max_batch_size: int, max_queued: int, max_wait_s: float = float("inf"),
                  on_batch: Callable[[list[Item], float], None] = lambda items, seconds: None):
         self._run_batch = run_batch
         self._size = size
         self.max_batch_size = max_batch_size
         self.max_queued = max_queued
+        self.max_wait_s = max_wait_s
+        self.seconds_per_unit: float | None = None  # measured on the runs so far
         self._on_batch = on_batch
+        self._closed = False
         self._pending: collections.deque[_Job] = collections.deque()
         self._queued = 0
         self._wakeup: asyncio.Event | None = None
@@ -55,12 +65,18 @@ class MicroBatcher(Generic[Item, Result]):
         """Size of the requests waiting for or in a model run."""
         return self._queued
 
+    @property
+    def expected_wait_s(self) -> float:
+        """How long the work already queued should keep the model busy."""
+        return self._queued * (self.seconds_per_unit or 0.0)
+
     def start(self) -> None:
         self._wakeup = asyncio.Event()
         self._worker = asyncio.create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
-        """Answer every accepted request, then stop the worker."""
+        """Refuse new requests (`Retired`), answer every accepted one, then stop the worker."""
+        self._closed = True
         while self._queued:
             await asyncio.sleep(0.005)
         if self._worker is not None:
@@ -70,9 +86,14 @@ class MicroBatcher(Generic[Item, Result]):
     async def submit(self, item: Item) -> Result:
         if self._worker is None:
             raise RuntimeError("batcher not started")
+        if self._closed:
+            raise Retired("this model was replaced")
         size = self._size(item)
         if self._queued and self._queued + size > self.max_queued:
-            raise Overloaded(f"{self._queued} already queued")
+            raise Overloaded(f"{self._queued} already queued", retry_after_s=self.expected_wait_s)
+        if self._queued and self.expected_wait_s > self.max_wait_s:
+            raise Overloaded(f"the queue holds {self.expected_wait_s * 1000:.0f} ms of work",
+                             retry_after_s=self.expected_wait_s)
         job = _Job(item, size, asyncio.get_running_loop().create_future())
         self._queued += size
         self._pending.append(job)
@@ -114,7 +135,13 @@ class MicroBatcher(Generic[Item, Result]):
             if len(items) == 1 or isinstance(error, BackendError):
                 return [error] * len(items)
             return [self._run_alone(item) for item in items]
-        self._on_batch(items, time.perf_counter() - began)
+        seconds = time.perf_counter() - began
+        units = sum(self._size(item) for item in items)
+        if units:
+            rate = seconds / units
+            self.seconds_per_unit = rate if self.seconds_per_unit is None else (
+                (1 - RATE_SMOOTHING) * self.seconds_per_unit + RATE_SMOOTHING * rate)
+        self._on_batch(items, seconds)
         return results
 
     def _run_alone(self, item: Item) -> Result | BaseException:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, YamlConfigSettingsSource
 
 from rankstill.scoring import DEFAULT_MAX_BATCH_PAIRS
 
@@ -26,6 +26,11 @@ ENV_PREFIX = "RANKSTILL_"
 class BackendKind(str, Enum):
     onnxruntime = "onnxruntime"  # the model runs in-process
     triton = "triton"  # batches go to a Triton server
+
+
+class LongDocuments(str, Enum):
+    truncate = "truncate"  # cut the pair to the model's window (longer side first)
+    chunk = "chunk"  # score overlapping windows of the document with the query; keep the best
 
 
 class LogLevel(str, Enum):
@@ -70,10 +75,33 @@ class ServeSettings(BaseSettings):
     model_repo: Path = Field(Path("model_repo"), description="Model repository written by `rankstill export`.")
     model: Optional[str] = Field(None, description="Default rerank model for requests that name none; default: the repository's.")
     recommend_model: Optional[str] = Field(None, description="Default recommender; default: the repository's.")
+    model_alias: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="NAME=MODEL: requests naming NAME (e.g. a client's default `rerank-v3.5`) get "
+        "MODEL; several allowed (comma-separated in the environment).")
+    strict_models: bool = Field(False, description="Answer 404 to a model name the server does not hold (default: "
+                                "such requests get the default model, as clients send their own default names).")
+    long_documents: LongDocuments = Field(LongDocuments.truncate, description="Pairs longer than the model's window: "
+                                          "truncate, or chunk (overlapping windows of the document, best score kept); "
+                                          "a request may choose with `long_documents`.")
+    chunk_overlap: int = Field(16, ge=0, description="Tokens shared by consecutive windows when chunking.")
     max_documents: int = Field(1000, ge=1, description="Most documents accepted in one request.")
+    max_document_chars: int = Field(100_000, ge=1, description="Most characters in one document or query (422 beyond).")
+    max_request_tokens: int = Field(262_144, ge=1, description="Most tokens one request may send to the model, windows included (422 beyond).")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Largest request body; larger ones get 413 before parsing.")
     max_batch_pairs: int = Field(DEFAULT_MAX_BATCH_PAIRS, ge=1, description="Most (query, document) pairs merged into one model run.")
     max_queued_pairs: int = Field(8192, ge=1, description="Queue bound in pairs; beyond it requests get 503 + Retry-After.")
-    retry_after: int = Field(1, ge=0, description="Seconds sent in Retry-After with a 503.")
+    max_queue_ms: float = Field(2000.0, gt=0, description="Admit a request only while the expected wait for the model "
+                                "is below this; beyond it 503 + Retry-After.")
+    retry_after: int = Field(1, ge=0, description="Least seconds sent in Retry-After with a 503.")
+    max_connections: int = Field(1024, ge=1, description="Open connections at most; more are closed at once.")
+    request_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a request's headers and body; "
+                                   "then the connection is closed.")
+    shutdown_timeout: float = Field(10.0, gt=0, description="On SIGTERM: seconds to answer accepted requests before exiting.")
+    api_key: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Keys accepted as `Authorization: Bearer KEY` on every route but /healthz and "
+        "/readyz (several allowed; comma-separated in RANKSTILL_API_KEY). None: no authentication.")
+    reload_interval: float = Field(10.0, ge=0, description="Seconds between checks of the model repository for new "
+                                   "versions (0: only on POST /admin/reload or SIGHUP).")
     threads: Optional[int] = Field(None, ge=1, description="ONNX Runtime intra-op threads (default: all cores).")
     backend: BackendKind = Field(BackendKind.onnxruntime, description="onnxruntime: run the model in-process; "
                                  "triton: send batches to a Triton server.")
@@ -81,6 +109,24 @@ class ServeSettings(BaseSettings):
     triton_timeout: float = Field(10.0, gt=0, description="Seconds to wait for Triton before answering 504.")
     shadow: ShadowSettings = Field(default_factory=ShadowSettings)
     log_level: LogLevel = Field(LogLevel.info, description="uvicorn's log level.")
+
+    @field_validator("model_alias", "api_key", mode="before")
+    @classmethod
+    def _comma_separated(cls, value):
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+    @field_validator("model_alias")
+    @classmethod
+    def _aliases_name_a_model(cls, aliases: list[str]) -> list[str]:
+        for alias in aliases:
+            name, _, target = alias.partition("=")
+            if not name.strip() or not target.strip():
+                raise ValueError(f"model alias {alias!r} is not NAME=MODEL")
+        return aliases
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        return dict(tuple(part.strip() for part in alias.split("=", 1)) for alias in self.model_alias)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

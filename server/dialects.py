@@ -12,11 +12,23 @@ side first; the response header `X-Truncated-Documents` counts them.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictStr, Tag, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictStr, Tag, field_validator
 
+from .config import LongDocuments
 from .service import Ranking, RerankQuery
+
+
+def _unicode(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode (it holds a lone surrogate such as \\ud800): send UTF-8 text") from None
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_unicode)]
 
 
 def _not_blank(query: str) -> str:
@@ -34,8 +46,11 @@ def _not_empty(documents: list) -> list:
 class _Dialect(BaseModel):
     model_config = ConfigDict(extra="ignore")  # clients send fields of their own (rank_fields, ...)
 
-    query: StrictStr = Field(description="The search query.", examples=["cordless drill"])
-    model: str | None = Field(None, description="Model in the repository; default: the repository's default.")
+    query: Text = Field(description="The search query.", examples=["cordless drill"])
+    model: str | None = Field(None, description="Model in the repository (or an alias); a name the server does not "
+                              "hold gets the default model unless the server runs with --strict-models.")
+    long_documents: LongDocuments | None = Field(None, description="Pairs longer than the model's window: `truncate`, "
+                                                 "or `chunk` (overlapping windows, best score kept); default: the server's.")
 
     _query_not_blank = field_validator("query")(_not_blank)
 
@@ -45,7 +60,7 @@ class _Dialect(BaseModel):
 class DocumentObject(BaseModel):
     """A document given as an object (Cohere v1 accepts `{"text": ...}`)."""
 
-    text: StrictStr
+    text: Text
 
 
 class RerankDocument(BaseModel):
@@ -59,6 +74,7 @@ class RerankResult(BaseModel):
 
 
 class Usage(BaseModel):
+    prompt_tokens: int = Field(description="Tokens the model read (windows included); equal to total_tokens.")
     total_tokens: int
 
 
@@ -71,14 +87,15 @@ class RerankResponse(BaseModel):
 class CohereV1Request(_Dialect):
     """Jina / Cohere v1: `documents` as strings or `{"text": ...}`."""
 
-    documents: list[Union[StrictStr, DocumentObject]] = Field(description="Candidates to rank.")
+    documents: list[Union[Text, DocumentObject]] = Field(description="Candidates to rank.")
     top_n: int | None = Field(None, ge=1, description="Return only the n best.")
     return_documents: bool = Field(True, description="Echo each document in the results.")
 
     _documents_not_empty = field_validator("documents")(_not_empty)
 
     def to_query(self) -> RerankQuery:
-        return RerankQuery(self.query, [d if isinstance(d, str) else d.text for d in self.documents], self.model)
+        return RerankQuery(self.query, [d if isinstance(d, str) else d.text for d in self.documents], self.model,
+                           self.long_documents)
 
     def respond(self, query: RerankQuery, ranking: Ranking) -> RerankResponse:
         scores = ranking.scores
@@ -87,7 +104,7 @@ class CohereV1Request(_Dialect):
             results=[RerankResult(index=int(i), relevance_score=float(scores[i]),
                                   document=RerankDocument(text=query.documents[i]) if self.return_documents else None)
                      for i in ranking.order()[: self.top_n]],
-            usage=Usage(total_tokens=ranking.tokens),
+            usage=Usage(prompt_tokens=ranking.tokens, total_tokens=ranking.tokens),
         )
 
 
@@ -100,16 +117,22 @@ class TeiResult(BaseModel):
 
 
 class TeiRequest(_Dialect):
-    """TEI: `texts`; one result per text, best first (`top_n` is not part of TEI and is ignored)."""
+    """TEI: `texts`; one result per text, best first. As in TEI, `model` is ignored (the default model
+    answers) and `top_n` is not part of the shape."""
 
-    texts: list[StrictStr] = Field(description="Candidates to rank.")
+    texts: list[Text] = Field(description="Candidates to rank.")
     raw_scores: bool = Field(False, description="Return raw logits instead of sigmoid scores.")
     return_text: bool = Field(False, description="Echo each text in the results.")
+    truncate: bool | None = Field(None, description="false: a pair longer than the model's window is refused (413); "
+                                  "default: truncated.")
+    truncation_direction: Literal["Right", "Left", "right", "left"] = Field(
+        "Right", description="Left: truncation keeps the end of each text.")
 
     _texts_not_empty = field_validator("texts")(_not_empty)
 
     def to_query(self) -> RerankQuery:
-        return RerankQuery(self.query, list(self.texts), self.model)
+        return RerankQuery(self.query, list(self.texts), None, self.long_documents,
+                           truncate=self.truncate is not False, cut_left=self.truncation_direction.lower() == "left")
 
     def respond(self, query: RerankQuery, ranking: Ranking) -> list[TeiResult]:
         values = ranking.logits if self.raw_scores else ranking.scores
@@ -151,14 +174,16 @@ class CohereV2Response(BaseModel):
 
 
 class CohereV2Request(_Dialect):
-    documents: list[StrictStr] = Field(description="Candidates to rank.")
+    documents: list[Text] = Field(description="Candidates to rank.")
     top_n: int | None = Field(None, ge=1, description="Return only the n best.")
-    max_tokens_per_doc: int | None = Field(None, ge=1)
+    max_tokens_per_doc: int | None = Field(None, ge=1, description="Each document is cut to this many tokens first "
+                                           "(then the pair to the model's window).")
 
     _documents_not_empty = field_validator("documents")(_not_empty)
 
     def to_query(self) -> RerankQuery:
-        return RerankQuery(self.query, list(self.documents), self.model)
+        return RerankQuery(self.query, list(self.documents), self.model, self.long_documents,
+                           document_tokens=self.max_tokens_per_doc)
 
     def respond(self, query: RerankQuery, ranking: Ranking) -> CohereV2Response:
         scores = ranking.scores

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,7 +20,11 @@ class RequestError(ValueError):
 
 
 class Overloaded(RuntimeError):
-    """The queue is full; the client should retry later (503 + Retry-After)."""
+    """Too much work is queued; the client should retry later (503 + Retry-After)."""
+
+    def __init__(self, reason: str, retry_after_s: float = 0.0):
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
 
 
 class BackendError(RuntimeError):
@@ -37,7 +43,14 @@ class ErrorBody(BaseModel):
     detail: str | list
 
 
-ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (404, 422, 503, 504)}
+ERROR_RESPONSES = {code: {"model": ErrorBody, "description": description} for code, description in (
+    (401, "Missing or wrong API key (when the server has keys)"),
+    (404, "Unknown model (with --strict-models) or nothing to serve"),
+    (413, "Request body too large, or a pair too long with truncate=false"),
+    (422, "Invalid request: `detail` says what is wrong"),
+    (503, "Overloaded or the backend is unavailable: retry after Retry-After seconds"),
+    (504, "The backend did not answer in time"),
+)}
 
 
 def add_error_handlers(app: FastAPI, retry_after: int, on_overload=lambda: None) -> None:
@@ -51,7 +64,9 @@ def add_error_handlers(app: FastAPI, retry_after: int, on_overload=lambda: None)
     @app.exception_handler(Overloaded)
     async def overloaded(_: Request, error: Overloaded):
         on_overload()
-        return JSONResponse({"detail": f"server overloaded ({error}); retry later"}, status_code=503, headers=retry)
+        wait = str(max(retry_after, math.ceil(error.retry_after_s)))
+        return JSONResponse({"detail": f"server overloaded ({error}); retry after {wait} s"}, status_code=503,
+                            headers={"Retry-After": wait})
 
     @app.exception_handler(BackendUnavailable)
     async def backend_unavailable(_: Request, error: BackendUnavailable):

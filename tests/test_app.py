@@ -89,10 +89,21 @@ async def test_malformed_json_and_unknown_model():
         response = await http.post("/rerank", content=b'{"query": "x", "documents": [',
                                    headers={"content-type": "application/json"})
         assert response.status_code == 422 and "JSON" in str(response.json()["detail"])
-        response = await http.post("/rerank", json={"query": QUERY, "documents": ["a"], "model": "nope"})
-        assert response.status_code == 404 and "nope" in response.json()["detail"]
         response = await http.post("/recommend", json={"history": [1], "model": "nope"})
         assert response.status_code == 404 and "nope" in response.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_client_default_model_names_get_the_default_model_aliases_and_strict_mode():
+    default = load_model(MODEL_REPO).name
+    body = {"query": QUERY, "documents": DOCUMENTS}
+    async with client(model_alias=[f"rerank-english-v3.0={default}-int8"]) as (_, http):
+        assert (await http.post("/rerank", json={**body, "model": "rerank-v3.5"})).json()["model"] == default
+        assert (await http.post("/rerank", json={**body, "model": "rerank-english-v3.0"})).json()["model"] == f"{default}-int8"
+        assert (await http.post("/v1/rerank", json={**body, "model": f"{default}-int8"})).json()["model"] == f"{default}-int8"
+    async with client(strict_models=True) as (_, http):
+        response = await http.post("/v2/rerank", json={**body, "model": "rerank-v3.5"})
+        assert response.status_code == 404 and "rerank-v3.5" in response.json()["detail"]
 
 
 @pytest.mark.anyio
@@ -129,7 +140,7 @@ async def test_concurrent_requests_share_model_runs_and_metrics_count_them():
 
 @pytest.mark.anyio
 async def test_service_ranks_through_the_batcher_and_checks_limits():
-    settings = load_settings(model_repo=MODEL_REPO, max_documents=3)
+    settings = load_settings(model_repo=MODEL_REPO, max_documents=3, strict_models=True)
     service = RerankService(settings, ServerMetrics())
     service.load()
     service.start()
