@@ -72,10 +72,6 @@ def guarded_protocol(max_connections: int, request_timeout: float) -> type[HttpT
                 {"max_connections": max_connections, "request_timeout": request_timeout})
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     def __init__(self, app, max_bytes: int):
         self.app = app
@@ -87,27 +83,27 @@ class BodyLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._refuse(scope, receive, send)
-        received = 0
-        started = False
+        received, refused = 0, False
 
         async def counting_receive():
-            nonlocal received
+            """A body without Content-Length (chunked) is counted as it arrives; past the limit the
+            client gets 413 and the app sees a disconnect."""
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise _BodyTooLarge
+                refused = True
+                await self._refuse(scope, receive, send)
+                return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def send_unless_refused(message):
+            if not refused:
+                await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(scope, receive, send)
+        await self.app(scope, counting_receive, send_unless_refused)
 
     async def _refuse(self, scope, receive, send) -> None:
         response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413,

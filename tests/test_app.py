@@ -30,7 +30,7 @@ def anyio_backend():
 
 @contextlib.asynccontextmanager
 async def client(**settings):
-    app = create_app(load_settings(model_repo=MODEL_REPO, **settings))
+    app = create_app(load_settings(**{"model_repo": MODEL_REPO, **settings}))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://in-process") as http:
             yield app, http
@@ -169,3 +169,165 @@ async def test_info_readiness_and_openapi_describe_what_is_served():
     assert info["models"][info["default_model"]]["max_length"] == load_model(MODEL_REPO).max_length
     assert {"/rerank", "/v2/rerank", "/recommend", "/metrics"} <= set(paths)
     assert off.status_code == 404 and "shadow scoring is off" in off.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_chunking_finds_what_truncation_cuts_off():
+    """The relevant words lie past the model's window in one document: truncating misses them, chunking finds them."""
+    filler = "assorted hardware store inventory notes " * 40  # far more than 64 tokens
+    buried = filler + "DEWALT 20V cordless drill kit with battery"
+    plain = filler + "bathroom faucet chrome finish"
+    body = {"query": QUERY, "documents": [plain, buried]}
+    async with client() as (_, http):
+        truncated = (await http.post("/rerank", json={**body, "return_documents": False})).json()
+        chunked_response = await http.post("/rerank", json={**body, "long_documents": "chunk", "return_documents": False})
+    chunked = chunked_response.json()
+    cut = {r["index"]: r["relevance_score"] for r in truncated["results"]}
+    assert cut[0] == pytest.approx(cut[1], abs=1e-6)  # the same first 64 tokens: the model cannot tell them apart
+    assert chunked["results"][0]["index"] == 1  # the drill, found in a later window
+    scores = {r["index"]: r["relevance_score"] for r in chunked["results"]}
+    drill_alone = 1 / (1 + np.exp(-expected_logits(QUERY, ["with battery DEWALT 20V cordless drill kit with battery"])[0]))
+    assert scores[1] > scores[0] + 0.05 and scores[1] == pytest.approx(drill_alone, abs=0.15)
+    assert chunked_response.headers["x-truncated-documents"] == "0"
+    assert chunked["usage"]["prompt_tokens"] > 2 * truncated["usage"]["prompt_tokens"]  # several windows each
+
+
+@pytest.mark.anyio
+async def test_chunking_is_the_server_default_when_configured():
+    document = "notes " * 200 + "cordless drill"
+    async with client(long_documents="chunk", chunk_overlap=8) as (_, http):
+        response = await http.post("/rerank", json={"query": QUERY, "texts": [document, "faucet"], "raw_scores": True})
+    assert response.headers["x-truncated-documents"] == "0"
+    assert [r["index"] for r in response.json()] == [0, 1]
+
+
+@pytest.mark.anyio
+async def test_tei_truncate_false_and_truncation_direction():
+    long_text = "cordless drill " + "filler words here " * 60 + "bathroom faucet"
+    async with client() as (_, http):
+        refused = await http.post("/rerank", json={"query": QUERY, "texts": [long_text, "drill"], "truncate": False})
+        right = (await http.post("/rerank", json={"query": QUERY, "texts": [long_text], "raw_scores": True})).json()
+        left = (await http.post("/rerank", json={"query": QUERY, "texts": [long_text], "raw_scores": True,
+                                                 "truncation_direction": "Left"})).json()
+        ignored_model = await http.post("/rerank", json={"query": QUERY, "texts": ["drill"], "model": "BAAI/bge-reranker-base"})
+    assert refused.status_code == 413 and "[0]" in refused.json()["detail"]
+    assert right[0]["score"] == pytest.approx(expected_logits(QUERY, ["cordless drill " + "filler words here " * 20])[0], abs=0.05)
+    assert left[0]["score"] != pytest.approx(right[0]["score"], abs=1e-3)  # the end of the text was kept instead
+    assert ignored_model.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_cohere_v2_max_tokens_per_doc_cuts_each_document_first():
+    document = "cordless drill " + "bathroom faucet " * 8  # fits the window whole
+    async with client() as (_, http):
+        cut = (await http.post("/v2/rerank", json={"query": QUERY, "documents": [document], "max_tokens_per_doc": 3})).json()
+        whole = (await http.post("/v2/rerank", json={"query": QUERY, "documents": [document]})).json()
+    three_tokens = 1 / (1 + np.exp(-expected_logits(QUERY, ["cordless drill"])[0]))  # "cordless drill" is 3 word pieces
+    assert cut["results"][0]["relevance_score"] == pytest.approx(three_tokens, abs=1e-4)
+    assert whole["results"][0]["relevance_score"] != pytest.approx(three_tokens, abs=1e-3)
+    assert cut["meta"]["warnings"] and not whole["meta"]["warnings"]
+
+
+@pytest.mark.anyio
+async def test_text_that_is_not_unicode_fails_only_its_own_request():
+    async with client() as (_, http):
+        good = [http.post("/rerank", json={"query": f"{QUERY} {i}", "documents": DOCUMENTS}) for i in range(6)]
+        bad = http.post("/rerank", content=b'{"query": "drill", "documents": ["a\\ud800b", "ok"]}',
+                        headers={"content-type": "application/json"})
+        responses = await asyncio.gather(*good[:3], bad, *good[3:])
+    assert [r.status_code for r in responses] == [200, 200, 200, 422, 200, 200, 200]
+    assert "Unicode" in str(responses[3].json()["detail"])
+
+
+@pytest.mark.anyio
+async def test_size_limits_answer_413_and_422_with_a_detail():
+    async with client(max_body_bytes=2000, max_document_chars=500, max_request_tokens=300) as (_, http):
+        declared = await http.post("/rerank", json={"query": QUERY, "documents": ["x" * 3000]})
+        chars = await http.post("/rerank", json={"query": QUERY, "documents": ["ok", "y" * 600]})
+        tokens = await http.post("/rerank", json={"query": QUERY, "documents": ["cordless drill kit"] * 60})
+
+        async def chunks():  # no Content-Length: the limit is counted while the body arrives
+            for _ in range(10):
+                yield b" " * 500
+        streamed = await http.post("/rerank", content=chunks(), headers={"content-type": "application/json"})
+        fine = await http.post("/rerank", json={"query": QUERY, "documents": ["drill"]})
+    assert declared.status_code == 413 and "2000 bytes" in declared.json()["detail"]
+    assert streamed.status_code == 413
+    assert chars.status_code == 422 and "documents [1]" in chars.json()["detail"]
+    assert tokens.status_code == 422 and "tokens" in tokens.json()["detail"]
+    assert fine.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_api_keys_guard_every_route_but_the_probes():
+    async with client(api_key=["key-one", "key-two"]) as (_, http):
+        body = {"query": QUERY, "documents": ["drill"]}
+        assert (await http.get("/healthz")).status_code == 200 and (await http.get("/readyz")).status_code == 200
+        for method, path in (("post", "/rerank"), ("get", "/metrics"), ("get", "/docs"), ("get", "/info"),
+                             ("get", "/openapi.json"), ("post", "/admin/reload")):
+            refused = await http.request(method.upper(), path, json=body if method == "post" else None)
+            assert refused.status_code == 401 and "Bearer" in refused.json()["detail"], path
+            assert refused.headers["www-authenticate"] == "Bearer"
+        wrong = await http.post("/rerank", json=body, headers={"Authorization": "Bearer key-three"})
+        right = await http.post("/rerank", json=body, headers={"Authorization": "Bearer key-two"})
+    assert wrong.status_code == 401 and right.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_overload_by_expected_wait_gets_503_with_retry_after_and_accepted_work_is_answered():
+    async with client(max_queue_ms=1) as (app, http):
+        await http.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS * 25})  # measures seconds per pair
+        responses = await asyncio.gather(*(http.post("/rerank", json={"query": f"{QUERY} {i}", "texts": DOCUMENTS * 25})
+                                           for i in range(12)))
+    codes = [r.status_code for r in responses]
+    assert 200 in codes and 503 in codes and set(codes) <= {200, 503}
+    for response in responses:
+        if response.status_code == 503:
+            assert int(response.headers["retry-after"]) >= 1 and "retry after" in response.json()["detail"]
+        else:
+            assert len(response.json()) == len(DOCUMENTS) * 25
+
+
+def copy_repo(tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(MODEL_REPO, repo)
+    return repo
+
+
+@pytest.mark.anyio
+async def test_reload_swaps_in_a_new_version_only_after_it_loads_and_refuses_a_broken_one(tmp_path):
+    import shutil
+
+    repo = copy_repo(tmp_path)
+    name = load_model(MODEL_REPO).name
+    async with client(model_repo=repo, reload_interval=0) as (_, http):
+        before = (await http.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS, "raw_scores": True})).json()
+        (repo / name / "2").mkdir()
+        (repo / name / "2" / "model.onnx").write_bytes(b"half-copied")
+        refused = (await http.post("/admin/reload")).json()
+        assert refused["loaded"] == {} and refused["models"][name] == 1
+        assert any("version 2" in key for key in refused["refused"])
+        still = (await http.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS, "raw_scores": True})).json()
+        assert still == before
+        # The int8 file as version 3 of the fp32 model: a different model, so different scores.
+        (repo / name / "3").mkdir()
+        shutil.copyfile(MODEL_REPO / f"{name}-int8" / "1" / "model.onnx", repo / name / "3" / "model.onnx")
+        loaded = (await http.post("/admin/reload")).json()
+        after = (await http.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS, "raw_scores": True})).json()
+        info = (await http.get("/info")).json()
+    assert loaded["loaded"] == {name: 3} and info["models"][name]["version"] == 3
+    int8 = expected_logits(QUERY, DOCUMENTS, f"{name}-int8")
+    assert sorted(r["score"] for r in after) == pytest.approx(sorted(int8), abs=5e-3)
+    assert sorted(r["score"] for r in after) != pytest.approx(sorted(r["score"] for r in before), abs=1e-4)
+
+
+def test_a_half_copied_newest_version_does_not_stop_the_server_from_starting(tmp_path):
+    repo = copy_repo(tmp_path)
+    name = load_model(MODEL_REPO).name
+    (repo / name / "2").mkdir()
+    (repo / name / "2" / "model.onnx").write_bytes(b"half-copied")
+    service = RerankService(load_settings(model_repo=repo), ServerMetrics())
+    service.load()
+    assert service.models[name].entry.version == 1 and f"{name} version 2" in service.refused
