@@ -90,32 +90,44 @@ def time_floor(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads)
 
 
 async def time_http(url: str, payloads, concurrency: int, model: str | None, warm_passes: int,
-                    keep_samples: bool = False) -> dict:
+                    keep_samples: bool = False, overload: bool = False) -> dict:
     """Latency of /rerank at `concurrency`, after `warm_passes` unmeasured passes over the payloads
-    (a server in steady state has seen its catalogue's documents: their tokens are cached)."""
+    (a server in steady state has seen its catalogue's documents: their tokens are cached).
+
+    `overload`: the load is meant to exceed what the server admits, so a 503 is an expected answer:
+    it is counted, the user waits Retry-After and sends the same payload again; latencies are those
+    of accepted requests. Any other error status fails the run."""
     latencies: list[float] = []
+    rejected = 0
     queue = list(payloads) * (warm_passes + 1)
 
     async def user(client: httpx.AsyncClient):
+        nonlocal rejected
         while queue:
             measured = len(queue) <= len(payloads)
             query, docs = queue.pop()
             body = {"query": query, "documents": docs, "return_documents": False}
             if model:
                 body["model"] = model
-            began = time.perf_counter()
-            response = await client.post("/rerank", json=body)
+            while True:
+                began = time.perf_counter()
+                response = await client.post("/rerank", json=body)
+                if not (overload and response.status_code == 503):
+                    break
+                rejected += 1
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
             if measured:
                 latencies.append(time.perf_counter() - began)
             response.raise_for_status()
 
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=concurrency + 1)) as client:
         (await client.post("/rerank", json={"query": "warm", "documents": ["up"]})).raise_for_status()
         began = time.perf_counter()
         await asyncio.gather(*[user(client) for _ in range(concurrency)])
         wall = time.perf_counter() - began
     sent = len(payloads) * (warm_passes + 1)
-    report = {**percentiles(latencies), "requests_per_s": sent / wall, "warm_passes": warm_passes}
+    report = {**percentiles(latencies), "requests_per_s": sent / wall, "warm_passes": warm_passes,
+              "rejected_503": rejected}
     if keep_samples:
         report["samples_ms"] = [round(s * 1000, 3) for s in latencies]
     return report

@@ -8,6 +8,10 @@ ONNX Runtime on the same pre-tokenized batches. Budgets:
     throughput_vs_floor  requests/s ≥ this × the floor's ceiling (1 / mean bare run time)
     p99_ms               absolute p99 in ms; only judged on the file's `reference_hardware`
                          when `--reference-hardware` says this machine is it
+
+A scenario with `overload: true` sends more than the server admits: 503 + Retry-After is an
+expected answer (counted; the client waits and retries), any other error fails the run, and the
+percentiles are those of accepted requests.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from rankstill.scoring import onnx_session
 from .latency import build_payloads, percentiles, time_http, time_paired
 
 BUDGET_KEYS = {"p99_vs_floor", "throughput_vs_floor", "p99_ms"}
-SCENARIO_KEYS = {"name", "candidates", "concurrency", "backend", "model", "requests", "warm_passes", "budgets"}
+SCENARIO_KEYS = {"name", "candidates", "concurrency", "backend", "model", "requests", "warm_passes", "budgets", "overload"}
 
 
 @dataclass
@@ -43,6 +47,7 @@ class Scenario:
     requests: int = 200
     warm_passes: int = 1
     budgets: dict = field(default_factory=dict)
+    overload: bool = False  # 503 + Retry-After is an expected answer
 
 
 @dataclass
@@ -95,7 +100,8 @@ def measure(scenario: Scenario, url: str, payloads, entry) -> dict:
         floor["ceiling_requests_per_s"] = 1000.0 / floor["mean_ms"]
         http["requests_per_s"] = paired["requests_per_s"]
     else:
-        http = asyncio.run(time_http(url, payloads, scenario.concurrency, entry.name, scenario.warm_passes, keep_samples=True))
+        http = asyncio.run(time_http(url, payloads, scenario.concurrency, entry.name, scenario.warm_passes,
+                                     keep_samples=True, overload=scenario.overload))
         floor_s = floor_times(entry.onnx_path, entry.tokenizer_path, entry.max_length, payloads)
         floor = {**percentiles(floor_s), "ceiling_requests_per_s": 1.0 / float(np.mean(floor_s))}
     return {"http": http, "floor": floor,
@@ -155,6 +161,8 @@ def run_scenarios(spec: ScenarioFile, data: Path, model_repo: Path, url: str | N
                 failures += result["failures"]
                 echo(f"{scenario.name}: p50 {result['http']['p50_ms']:.1f} ms, p99 {result['http']['p99_ms']:.1f} ms "
                      f"({result['p99_vs_floor']:.2f} × floor), {result['http']['requests_per_s']:.1f} req/s "
-                     f"({result['throughput_vs_floor']:.2f} × floor ceiling)" + (" FAIL" if result["failures"] else ""))
+                     f"({result['throughput_vs_floor']:.2f} × floor ceiling)"
+                     + (f", {result['http']['rejected_503']} answered 503" if scenario.overload else "")
+                     + (" FAIL" if result["failures"] else ""))
     return {"reference_hardware": spec.reference_hardware, "on_reference_hardware": on_reference_hardware,
             "scenarios": results, "failures": failures}
