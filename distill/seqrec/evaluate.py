@@ -12,7 +12,8 @@ CUTOFFS = (10, 20)
 
 
 def mask_history(scores: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-    """Items already in the row's history cannot be recommended (MovieLens users rate a film once)."""
+    """Items already in the row's history cannot be recommended (MovieLens users rate a film once);
+    used when the dataset says so (`SeqDataset.exclude_history`)."""
     num_items = scores.shape[1]
     index = history.clamp(max=num_items)  # padding id = num_items
     padded = torch.cat([scores, torch.zeros(scores.shape[0], 1, dtype=scores.dtype)], dim=1)
@@ -28,7 +29,9 @@ def top_items(model: SeqRecommender, data: SeqDataset, k: int, batch_size: int =
     for start in range(0, len(data), batch_size):
         history = torch.from_numpy(data.history[start:start + batch_size])
         lengths = torch.from_numpy(data.lengths[start:start + batch_size])
-        scores = mask_history(model(history, lengths), history)
+        scores = model(history, lengths)
+        if data.exclude_history:
+            scores = mask_history(scores, history)
         top = scores.topk(k, dim=1)
         ids.append(top.indices.numpy())
         log_probs.append(torch.log_softmax(scores, dim=1).gather(1, top.indices).numpy())
