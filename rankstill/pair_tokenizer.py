@@ -66,11 +66,16 @@ class TokenizedPairs:
             token_type_ids[out, self.first_segment[row]:len(ids)] = 1
         return EncodedBatch(input_ids, attention_mask, token_type_ids)
 
-    def chunks(self, max_pairs: int) -> Iterator[tuple[np.ndarray, EncodedBatch]]:
-        """(row indices, padded batch) of at most `max_pairs` pairs, shortest first, so each pads little."""
+    def chunks(self, max_pairs: int, run_overhead_tokens: float = 0.0) -> Iterator[tuple[np.ndarray, EncodedBatch]]:
+        """(row indices, padded batch) of at most `max_pairs` pairs, each padded to its own longest pair.
+
+        Pairs are sorted by length and cut into the groups that minimise the model's work: padded
+        tokens, plus `run_overhead_tokens` per group (what one more model run costs, in tokens). The
+        best cut comes from dynamic programming over the sorted lengths.
+        """
         order = np.argsort(self.lengths, kind="stable")
-        for start in range(0, len(order), max_pairs):
-            rows = order[start:start + max_pairs]
+        for start, stop in _best_groups(self.lengths[order], max_pairs, run_overhead_tokens):
+            rows = order[start:stop]
             yield rows, self.pad(rows)
 
     @classmethod
@@ -191,6 +196,23 @@ class PairTokenizer:
                                  dtype=np.int64)
         truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
         return TokenizedPairs([e.ids for e in encodings], first_segment, truncated, self._pad_id)
+
+
+def _best_groups(sorted_lengths: np.ndarray, max_size: int, overhead: float) -> list[tuple[int, int]]:
+    """[start, stop) groups of sorted lengths minimising sum(overhead + size × longest), size ≤ max_size."""
+    n = len(sorted_lengths)
+    best = np.zeros(n + 1)
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for stop in range(1, n + 1):
+        starts = np.arange(max(0, stop - max_size), stop)
+        costs = best[starts] + overhead + (stop - starts) * sorted_lengths[stop - 1]
+        chosen = int(np.argmin(costs))
+        best[stop], cut[stop] = costs[chosen], starts[chosen]
+    groups, stop = [], n
+    while stop > 0:
+        groups.append((int(cut[stop]), stop))
+        stop = int(cut[stop])
+    return groups[::-1]
 
 
 def _cut(pieces: list[int], keep: int, from_left: bool) -> list[int]:

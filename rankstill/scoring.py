@@ -4,8 +4,10 @@ Used by the server, export parity, the local shadow teacher, labelling with ONNX
 the benchmarks, so that all of them tokenize, batch and pad the same way:
 
 - `onnx_session` opens every ONNX Runtime session of the project with the same options;
-- `PairScorer` tokenizes (`tokenize`), then runs the model (`run`) over length-sorted chunks of
-  at most `max_batch_pairs` pairs, each padded only to its own longest pair.
+- `PairScorer` tokenizes (`tokenize`), groups the pairs of one or several requests into
+  length-sorted sub-batches of at most `max_batch_pairs`, each padded only to its own longest pair
+  (`prepare`; the cut minimises padded tokens plus a measured per-run overhead), and runs the model
+  on them (`run_prepared`) — nothing else happens on the thread that runs the model.
 
 The model behind a scorer is any `Runner` (`run(feeds) -> logits`): ONNX Runtime here, a Triton
 client in the server, or a PyTorch module in training, which scores through this same policy.
@@ -14,18 +16,22 @@ client in the server, or a PyTorch module in training, which scores through this
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .model_repo import ModelEntry
-from .pair_tokenizer import PairTokenizer, TokenizedPairs
+from .pair_tokenizer import EncodedBatch, PairTokenizer, TokenizedPairs
 
 if TYPE_CHECKING:
     import onnxruntime
 
 DEFAULT_MAX_BATCH_PAIRS = 256  # pairs in one model run
+# What one more model run costs, in tokens of work, until `PairScorer.calibrate` measures it.
+DEFAULT_RUN_OVERHEAD_TOKENS = 64.0
 # A token is at least one character and rarely more than a few dozen: cutting texts at this many
 # characters per token of the window never changes the tokens kept, but bounds tokenization work.
 CHARS_PER_TOKEN_BOUND = 50
@@ -69,11 +75,25 @@ class OnnxRunner:
         return True
 
 
+@dataclass
+class PreparedBatch:
+    """Requests' pairs cut into padded sub-batches, ready for the model."""
+
+    chunks: list[tuple[np.ndarray, EncodedBatch]]  # (rows of the concatenated pairs, padded batch)
+    sizes: list[int]  # pairs per request, in order
+
+    @property
+    def pairs(self) -> int:
+        return sum(self.sizes)
+
+
 class PairScorer:
-    def __init__(self, tokenizer: PairTokenizer, runner: Runner, max_batch_pairs: int = DEFAULT_MAX_BATCH_PAIRS):
+    def __init__(self, tokenizer: PairTokenizer, runner: Runner, max_batch_pairs: int = DEFAULT_MAX_BATCH_PAIRS,
+                 run_overhead_tokens: float = DEFAULT_RUN_OVERHEAD_TOKENS):
         self.tokenizer = tokenizer
         self.runner = runner
         self.max_batch_pairs = max_batch_pairs
+        self.run_overhead_tokens = run_overhead_tokens
         self.max_chars = tokenizer.max_length * CHARS_PER_TOKEN_BOUND
 
     @classmethod
@@ -99,18 +119,43 @@ class PairScorer:
         """Long documents as overlapping windows (see `PairTokenizer.tokenize_windows`); no text is cut."""
         return self.tokenizer.tokenize_windows(query, documents, overlap)
 
-    def run(self, pairs: TokenizedPairs) -> np.ndarray:
-        """Logits in the pairs' order; the model sees length-sorted chunks padded to their own longest pair."""
-        logits = np.empty(len(pairs), dtype=np.float32)
-        for rows, batch in pairs.chunks(self.max_batch_pairs):
-            logits[rows] = self.runner.run(batch.as_feeds())
-        return logits
+    def prepare(self, requests: list[TokenizedPairs]) -> PreparedBatch:
+        pairs = TokenizedPairs.concat(requests)
+        return PreparedBatch(list(pairs.chunks(self.max_batch_pairs, self.run_overhead_tokens)),
+                             [len(r) for r in requests])
 
-    def run_many(self, requests: list[TokenizedPairs]) -> list[np.ndarray]:
-        """Several requests' pairs scored as one batch; one logits array per request."""
-        logits = self.run(TokenizedPairs.concat(requests))
-        return np.split(logits, np.cumsum([len(r) for r in requests])[:-1])
+    def run_prepared(self, batch: PreparedBatch) -> list[np.ndarray]:
+        """The model on each sub-batch; one logits array per request, in the pairs' order."""
+        logits = np.empty(batch.pairs, dtype=np.float32)
+        for rows, encoded in batch.chunks:
+            logits[rows] = self.runner.run(encoded.as_feeds())
+        return np.split(logits, np.cumsum(batch.sizes)[:-1])
+
+    def run(self, pairs: TokenizedPairs) -> np.ndarray:
+        return self.run_prepared(self.prepare([pairs]))[0]
 
     def score(self, queries: list[str], documents: list[str]) -> np.ndarray:
         """One logit per pair, in order."""
         return self.run(self.tokenize(queries, documents))
+
+    def calibrate(self, repeats: int = 5) -> float:
+        """Measure what one more model run costs in tokens of work (a run of one short pair against
+        a run of many pairs: time = overhead + tokens × per-token time); the padding policy uses it."""
+        def median_seconds(batch: EncodedBatch) -> float:
+            times = []
+            for _ in range(repeats):
+                began = time.perf_counter()
+                self.runner.run(batch.as_feeds())
+                times.append(time.perf_counter() - began)
+            return float(np.median(times))
+
+        width = max(8, self.tokenizer.max_length // 2)
+        small = self.tokenizer.tokenize(["drill"], ["kit"]).pad()
+        large = TokenizedPairs([[small.input_ids[0, 0]] * width] * 64, np.ones(64, dtype=np.int64),
+                               np.zeros(64, dtype=bool)).pad()
+        small_s, large_s = median_seconds(small), median_seconds(large)
+        per_token = (large_s - small_s) / (large.input_ids.size - small.input_ids.size)
+        if per_token > 0:
+            overhead = small_s - per_token * small.input_ids.size
+            self.run_overhead_tokens = float(np.clip(overhead / per_token, 1.0, 64.0 * self.tokenizer.max_length))
+        return self.run_overhead_tokens

@@ -1,8 +1,8 @@
 """FastAPI application: short handlers over the services; errors are mapped in `errors.py`.
 
 A request to `/rerank` goes: `rerank` (here) → `RerankService.rank` (service.py: tokenize, queue)
-→ `MicroBatcher` (batcher.py: merge requests) → `PairScorer.run_many` (rankstill/scoring.py:
-pad and run the model).
+→ `MicroBatcher` (batcher.py: merge requests) → `PairScorer.prepare` / `run_prepared`
+(rankstill/scoring.py: padded sub-batches, the model).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     metrics = ServerMetrics()
     service = RerankService(settings, metrics)
     service.load()
-    recommender = RecommendService(settings.model_repo, settings.recommend_model, settings.threads)
+    recommender = RecommendService(settings)
     shadow = ShadowScorer(settings.shadow, metrics.registry) if settings.shadow.teacher else None
     app = FastAPI(title="rankstill", version=__version__, lifespan=_lifespan,
                   description="Rerank (query, documents) with a distilled cross-encoder student.")

@@ -1,16 +1,18 @@
-"""An asyncio queue that merges concurrent requests into one model run.
+"""An asyncio queue that merges concurrent requests into model runs, in a two-stage pipeline.
 
-While the model is busy, new requests wait in the queue; when it is free, the worker takes
-everything queued (up to `max_batch_size`) as one batch. A lone request never waits for
-company, and under load the wait is bounded by one model run. Admission is by time: a request
-is refused at once with `Overloaded` when the work already queued would take the model more than
-`max_wait_s` (measured: seconds per unit of `size`, e.g. per pair, over recent runs), or when it
-would overflow `max_queued` units. A request already queued is always answered.
+Requests wait in the queue; the worker takes everything queued (up to `max_batch_size` units of
+`size`, e.g. tokens) as one batch, has it assembled on the assembly thread (`prepare`: e.g. cut
+into padded sub-batches) while the model still runs the previous batch, then hands it to the
+inference thread (`run`), which does nothing but run the model. A lone request never waits for
+company.
 
-The batcher knows nothing of what it batches: `run_batch` turns a list of items into a list of
-results, one per item, on a single worker thread. When a batch fails, each of its items is
-retried alone, so one bad request cannot fail the others it was batched with (unless the backend
-itself failed: then every request of the batch gets that error at once).
+Admission is by time: a request is refused at once with `Overloaded` when the work already queued
+would keep the model busy for more than `max_wait_s` (measured: model seconds per unit of `size`
+over recent runs), or would overflow `max_queued` units. A request already queued is always
+answered. When a batch fails, each of its requests is retried alone, so one bad request cannot fail
+the others it was batched with (unless the backend itself failed: then the batch gets that error).
+
+The batcher knows nothing of what it batches.
 """
 
 from __future__ import annotations
@@ -24,14 +26,14 @@ from typing import Callable, Generic, TypeVar
 
 from .errors import BackendError, Overloaded
 
+Item = TypeVar("Item")
+Prepared = TypeVar("Prepared")
+Result = TypeVar("Result")
 RATE_SMOOTHING = 0.2  # weight of the newest run in the seconds-per-unit estimate
 
 
 class Retired(RuntimeError):
     """The batcher was stopped (its model was replaced): submit to the new one."""
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 
 @dataclass
@@ -41,11 +43,12 @@ class _Job(Generic[Item]):
     future: asyncio.Future = field(repr=False)
 
 
-class MicroBatcher(Generic[Item, Result]):
-    def __init__(self, run_batch: Callable[[list[Item]], list[Result]], size: Callable[[Item], int],
-                 max_batch_size: int, max_queued: int, max_wait_s: float = float("inf"),
+class MicroBatcher(Generic[Item, Prepared, Result]):
+    def __init__(self, prepare: Callable[[list[Item]], Prepared], run: Callable[[Prepared], list[Result]],
+                 size: Callable[[Item], int], max_batch_size: int, max_queued: int, max_wait_s: float = float("inf"),
                  on_batch: Callable[[list[Item], float], None] = lambda items, seconds: None):
-        self._run_batch = run_batch
+        self._prepare = prepare
+        self._run_model = run
         self._size = size
         self.max_batch_size = max_batch_size
         self.max_queued = max_queued
@@ -57,8 +60,9 @@ class MicroBatcher(Generic[Item, Result]):
         self._queued = 0
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
+        self._assembly = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="assembly")
         # One inference thread: model runs are serialized, the model uses the cores inside.
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._inference = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     @property
     def queued(self) -> int:
@@ -72,7 +76,7 @@ class MicroBatcher(Generic[Item, Result]):
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
-        self._worker = asyncio.create_task(self._run(), name="micro-batcher")
+        self._worker = asyncio.create_task(self._work(), name="micro-batcher")
 
     async def stop(self) -> None:
         """Refuse new requests (`Retired`), answer every accepted one, then stop the worker."""
@@ -81,7 +85,8 @@ class MicroBatcher(Generic[Item, Result]):
             await asyncio.sleep(0.005)
         if self._worker is not None:
             self._worker.cancel()
-        self._executor.shutdown(wait=True)
+        self._assembly.shutdown(wait=True)
+        self._inference.shutdown(wait=True)
 
     async def submit(self, item: Item) -> Result:
         if self._worker is None:
@@ -108,29 +113,46 @@ class MicroBatcher(Generic[Item, Result]):
             size += jobs[-1].size
         return jobs
 
-    async def _run(self) -> None:
+    async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        running: tuple[list[_Job], asyncio.Future] | None = None
         while True:
             if not self._pending:
+                if running is not None:
+                    await self._finish(*running)
+                    running = None
+                    continue
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             jobs = self._take_batch()
-            try:
-                try:
-                    outcomes = await loop.run_in_executor(self._executor, self._run_jobs, [job.item for job in jobs])
-                except Exception as error:  # the executor itself failed: every request learns it, the worker goes on
-                    outcomes = [error] * len(jobs)
-                for job, outcome in zip(jobs, outcomes):
-                    _settle(job.future, outcome)
-            finally:
-                self._queued -= sum(job.size for job in jobs)
+            items = [job.item for job in jobs]
+            try:  # assembled while the previous batch is still in the model
+                prepared = await loop.run_in_executor(self._assembly, self._prepare, items)
+            except Exception as error:
+                prepared = error
+            if running is not None:
+                await self._finish(*running)
+            running = (jobs, loop.run_in_executor(self._inference, self._run_jobs, items, prepared))
 
-    def _run_jobs(self, items: list[Item]) -> list[Result | BaseException]:
+    async def _finish(self, jobs: list[_Job], model_run: asyncio.Future) -> None:
+        try:
+            try:
+                outcomes = await model_run
+            except Exception as error:  # the executor itself failed: every request learns it, the worker goes on
+                outcomes = [error] * len(jobs)
+            for job, outcome in zip(jobs, outcomes):
+                _settle(job.future, outcome)
+        finally:
+            self._queued -= sum(job.size for job in jobs)
+
+    def _run_jobs(self, items: list[Item], prepared) -> list[Result | BaseException]:
         """On the inference thread: the batch at once, or each item alone if the batch fails."""
         began = time.perf_counter()
         try:
-            results = self._run_batch(items)
+            if isinstance(prepared, Exception):
+                raise prepared
+            results = self._run_model(prepared)
         except Exception as error:
             if len(items) == 1 or isinstance(error, BackendError):
                 return [error] * len(items)
@@ -146,7 +168,7 @@ class MicroBatcher(Generic[Item, Result]):
 
     def _run_alone(self, item: Item) -> Result | BaseException:
         try:
-            return self._run_batch([item])[0]
+            return self._run_model(self._prepare([item]))[0]
         except Exception as error:
             return error
 

@@ -88,8 +88,11 @@ class ServeSettings(BaseSettings):
     max_document_chars: int = Field(100_000, ge=1, description="Most characters in one document or query (422 beyond).")
     max_request_tokens: int = Field(262_144, ge=1, description="Most tokens one request may send to the model, windows included (422 beyond).")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Largest request body; larger ones get 413 before parsing.")
-    max_batch_pairs: int = Field(DEFAULT_MAX_BATCH_PAIRS, ge=1, description="Most (query, document) pairs merged into one model run.")
-    max_queued_pairs: int = Field(8192, ge=1, description="Queue bound in pairs; beyond it requests get 503 + Retry-After.")
+    max_batch_tokens: int = Field(16_384, ge=1, description="Token budget of one batch: queued requests are merged "
+                                  "until their tokens would pass it (as TEI's max_batch_tokens).")
+    max_batch_pairs: int = Field(DEFAULT_MAX_BATCH_PAIRS, ge=1, description="Most pairs in one model run (a batch is "
+                                 "cut into length-sorted sub-batches of at most this many, each padded to its own longest).")
+    max_queued_tokens: int = Field(524_288, ge=1, description="Queue bound in tokens; beyond it requests get 503 + Retry-After.")
     max_queue_ms: float = Field(2000.0, gt=0, description="Admit a request only while the expected wait for the model "
                                 "is below this; beyond it 503 + Retry-After.")
     retry_after: int = Field(1, ge=0, description="Least seconds sent in Retry-After with a 503.")

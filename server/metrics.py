@@ -24,8 +24,8 @@ class ServerMetrics:
                                         ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.stage_seconds = Histogram("rankstill_stage_seconds", "Time per batch in each stage",
                                        ["model", "stage"], buckets=LATENCY_BUCKETS, registry=r)
-        self.queued_pairs = Gauge("rankstill_queued_pairs", "Pairs waiting for or in a model run",
-                                  ["model"], registry=r)
+        self.queued_tokens = Gauge("rankstill_queued_tokens", "Tokens waiting for or in a model run",
+                                   ["model"], registry=r)
         self.truncated = Counter("rankstill_truncated_pairs", "Pairs cut to the model's max length",
                                  ["model"], registry=r)
         self.rejected = Counter("rankstill_overload_rejections", "Requests refused with 503 (queue full)",

@@ -1,4 +1,5 @@
-"""Next-item recommendation with a sequential-recommender student exported by `rankstill seq export`."""
+"""Next-item recommendation with a sequential-recommender student exported by `rankstill seq export`,
+run in-process (ONNX Runtime) or in a Triton server (`--backend triton`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rankstill.model_repo import ModelEntry, default_model_name, list_models
 from rankstill.scoring import onnx_session
 
-from .errors import RequestError
+from .errors import BackendTimeout, BackendUnavailable, RequestError
 
 MAX_LISTED_IDS = 10  # unknown ids named in an error message
 
@@ -41,23 +42,76 @@ class RecommendResponse(BaseModel):
     results: list[Recommendation]
 
 
+class OnnxRecommendRunner:
+    """The recommender's ONNX graph in-process (ONNX Runtime)."""
+
+    def __init__(self, entry: ModelEntry, threads: int | None):
+        self.session = onnx_session(entry.onnx_path, threads or 1)  # one history per run: more threads only add hand-offs
+        self.input_names = frozenset(i.name for i in self.session.get_inputs())  # Caser's graph reads no lengths
+
+    def scores(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(["scores"], {k: v for k, v in feeds.items() if k in self.input_names})[0]
+
+    def is_ready(self) -> bool:
+        return True
+
+
+class TritonRecommendRunner:
+    """The same model in a Triton server (gRPC): one request per history; Triton's dynamic batcher
+    merges concurrent ones (every request has the same shape). Inputs are the ones the entry's
+    graph has (`inputs` in rankstill.json, as its config.pbtxt lists them)."""
+
+    def __init__(self, entry: ModelEntry, url: str, timeout_s: float):
+        import tritonclient.grpc as grpcclient
+
+        self._grpc = grpcclient
+        self._client = grpcclient.InferenceServerClient(url)
+        self.model_name = entry.name
+        self.timeout_s = timeout_s
+        self.input_names = frozenset(entry.metadata.get("inputs", ("history", "lengths")))
+
+    def scores(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        from tritonclient.utils import InferenceServerException
+
+        inputs = []
+        for name, value in feeds.items():
+            if name not in self.input_names:
+                continue
+            value = value.reshape(len(value), -1)  # lengths: dims [1] in config.pbtxt, reshaped to [] for the model
+            tensor = self._grpc.InferInput(name, list(value.shape), "INT64")
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        try:
+            result = self._client.infer(self.model_name, inputs, client_timeout=self.timeout_s)
+        except InferenceServerException as error:
+            if "deadline" in str(error).lower() or "timeout" in str(error).lower():
+                raise BackendTimeout(f"Triton did not answer within {self.timeout_s} s") from error
+            raise BackendUnavailable(f"Triton error: {error.message()}") from error
+        return result.as_numpy("scores")
+
+    def is_ready(self) -> bool:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(self._client.is_model_ready(self.model_name, client_timeout=2.0))
+        except InferenceServerException:
+            return False
+
+
 @dataclass
 class Recommender:
     entry: ModelEntry
-    session: object  # onnxruntime.InferenceSession
+    runner: OnnxRecommendRunner | TritonRecommendRunner
     item_ids: np.ndarray  # index -> catalogue id
     titles: list[str]
     index_of: dict[int, int]  # catalogue id -> index
-    input_names: frozenset[str]  # a model may ignore lengths (Caser)
 
     @classmethod
-    def load(cls, entry: ModelEntry, threads: int | None) -> "Recommender":
-        session = onnx_session(entry.onnx_path, threads or 1)  # one history per run: more threads only add hand-offs
+    def load(cls, entry: ModelEntry, runner) -> "Recommender":
         catalogue = json.loads(entry.items_path.read_text())
         item_ids = np.array([item["id"] for item in catalogue], dtype=np.int64)
-        return cls(entry, session, item_ids, [item["title"] for item in catalogue],
-                   {int(item_id): index for index, item_id in enumerate(item_ids)},
-                   frozenset(i.name for i in session.get_inputs()))
+        return cls(entry, runner, item_ids, [item["title"] for item in catalogue],
+                   {int(item_id): index for index, item_id in enumerate(item_ids)})
 
     @property
     def window(self) -> int:
@@ -73,8 +127,7 @@ class Recommender:
     def scores(self, history: np.ndarray) -> np.ndarray:
         padded = np.full((1, self.window), len(self.item_ids), dtype=np.int64)
         padded[0, : len(history)] = history
-        feeds = {"history": padded, "lengths": np.array([len(history)], dtype=np.int64)}
-        return self.session.run(["scores"], {k: v for k, v in feeds.items() if k in self.input_names})[0][0]
+        return self.runner.scores({"history": padded, "lengths": np.array([len(history)], dtype=np.int64)})[0]
 
     def recommend(self, request: RecommendRequest) -> list[Recommendation]:
         if len(request.history) > self.window:
@@ -92,12 +145,22 @@ class Recommender:
 
 
 class RecommendService:
-    """Every `task: recommend` model of the repository, run in-process with ONNX Runtime."""
+    """Every `task: recommend` model of the repository, run in-process with ONNX Runtime or, with
+    `backend: triton`, in the Triton server at `triton_url` (the same `model_repo/` entries)."""
 
-    def __init__(self, repo, default_model: str | None = None, threads: int | None = None):
-        self.models = {entry.name: Recommender.load(entry, threads)
+    def __init__(self, settings):
+        def runner(entry: ModelEntry):
+            if settings.backend.value == "triton":
+                return TritonRecommendRunner(entry, settings.triton_url, settings.triton_timeout)
+            return OnnxRecommendRunner(entry, settings.threads)
+
+        repo = settings.model_repo
+        self.models = {entry.name: Recommender.load(entry, runner(entry))
                        for entry in list_models(repo) if entry.task == "recommend"}
-        self.default_model = default_model or (default_model_name(repo, "recommend") if self.models else None)
+        self.default_model = settings.recommend_model or (default_model_name(repo, "recommend") if self.models else None)
+
+    def is_ready(self) -> bool:
+        return all(model.runner.is_ready() for model in self.models.values())
 
     def resolve(self, name: str | None) -> Recommender:
         if not self.models:

@@ -1,7 +1,7 @@
 """The rerank service: for each rerank model of the repository, a scorer and a batching queue.
 
 A request is tokenized on the tokenization thread, then queued; the batcher merges queued
-requests into one model run on the inference thread (`PairScorer.run_many`).
+requests into batches, assembled by `PairScorer.prepare` and run by `PairScorer.run_prepared`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from rankstill.model_repo import ModelEntry, default_model_name, list_models
 from rankstill.pair_tokenizer import PairTokenizer, TokenizedPairs
-from rankstill.scoring import OnnxRunner, PairScorer, Runner
+from rankstill.scoring import OnnxRunner, PairScorer, PreparedBatch, Runner
 
 from .backend import TritonRunner
 from .batcher import MicroBatcher, Retired
@@ -29,6 +29,10 @@ log = logging.getLogger("rankstill")
 # Scored by every model version before it serves: it must answer one finite logit per pair.
 CHECK_QUERY = "cordless drill"
 CHECK_DOCUMENTS = ["DEWALT 20V cordless drill kit", "bathroom faucet"]
+
+
+def _tokens(pairs: TokenizedPairs) -> int:
+    return int(pairs.lengths.sum())
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class Ranking:
 class LoadedModel:
     entry: ModelEntry
     scorer: PairScorer
-    batcher: MicroBatcher[TokenizedPairs, np.ndarray]
+    batcher: MicroBatcher[TokenizedPairs, PreparedBatch, np.ndarray]
 
 
 class RerankService:
@@ -120,8 +124,10 @@ class RerankService:
             logits = scorer.score([CHECK_QUERY] * len(CHECK_DOCUMENTS), CHECK_DOCUMENTS)
             if logits.shape != (len(CHECK_DOCUMENTS),) or not np.isfinite(logits).all():
                 raise ValueError(f"the model answered {logits!r} to {len(CHECK_DOCUMENTS)} check pairs")
-        batcher = MicroBatcher(scorer.run_many, len, self.settings.max_batch_pairs, self.settings.max_queued_pairs,
-                               self.settings.max_queue_ms / 1000, self.metrics.batch_observer(entry.name))
+            scorer.calibrate()
+        batcher = MicroBatcher(scorer.prepare, scorer.run_prepared, _tokens, self.settings.max_batch_tokens,
+                               self.settings.max_queued_tokens, self.settings.max_queue_ms / 1000,
+                               self.metrics.batch_observer(entry.name))
         return LoadedModel(entry, scorer, batcher)
 
     def _runner(self, entry: ModelEntry) -> Runner:
@@ -139,7 +145,7 @@ class RerankService:
 
     def _activate(self, model: LoadedModel) -> None:
         model.batcher.start()
-        self.metrics.queued_pairs.labels(model.entry.name).set_function(lambda b=model.batcher: b.queued)
+        self.metrics.queued_tokens.labels(model.entry.name).set_function(lambda b=model.batcher: b.queued)
 
     async def reload(self) -> dict:
         """Load new versions from the repository; each is swapped in only after it loaded and passed

@@ -32,7 +32,7 @@ class Recorder:
 
 def batcher(run, max_batch_size=100, max_queued=1000, on_batch=None):
     size = lambda item: 1 if isinstance(item, str) else item  # noqa: E731
-    return MicroBatcher(run, size, max_batch_size, max_queued, **({"on_batch": on_batch} if on_batch else {}))
+    return MicroBatcher(list, run, size, max_batch_size, max_queued, **({"on_batch": on_batch} if on_batch else {}))
 
 
 @pytest.mark.anyio
@@ -98,7 +98,7 @@ async def test_a_backend_failure_is_not_retried_per_request():
         calls.append(list(items))
         raise BackendUnavailable("Triton is down")
 
-    queue = batcher(down)
+    queue = batcher(down)  # noqa
     queue.start()
     results = await asyncio.gather(*(queue.submit(n) for n in (1, 2, 3)), return_exceptions=True)
     assert all(isinstance(r, BackendUnavailable) for r in results)

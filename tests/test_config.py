@@ -31,7 +31,7 @@ def test_flag_beats_environment_beats_yaml_beats_default(tmp_path, monkeypatch, 
     assert settings.shadow.rate == 0.3 and settings.port == 8123  # environment
     assert settings.max_batch_pairs == 64 and settings.threads == 3  # file
     assert settings.shadow.teacher == "http://127.0.0.1:9" and settings.shadow.is_remote
-    assert settings.max_queued_pairs == 8192 and settings.backend is BackendKind.triton  # default; enum from a flag
+    assert settings.max_queued_tokens == 524_288 and settings.backend is BackendKind.triton  # default; enum from a flag
     assert captured["port"] == 8123 and captured["host"] == "127.0.0.1"
 
 
@@ -49,7 +49,7 @@ def test_bad_values_are_refused_with_the_setting_named(arguments, fragment, capt
 def test_help_documents_each_setting_with_its_environment_variable():
     result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    assert "RANKSTILL_SHADOW__RATE" in result.output and "RANKSTILL_MAX_QUEUED_PAIRS" in result.output
+    assert "RANKSTILL_SHADOW__RATE" in result.output and "RANKSTILL_MAX_QUEUED_TOKENS" in result.output
 
 
 def test_yaml_with_unknown_or_bad_settings_names_them(tmp_path):

@@ -1,3 +1,4 @@
+import numpy as np
 from tokenizers import Tokenizer
 
 from rankstill.distill.teacher import default_backbone
@@ -28,16 +29,26 @@ def test_truncates_to_max_length_and_flags_it():
     assert pairs.truncated.tolist() == [True, False]
 
 
-def test_chunks_are_length_sorted_and_padded_to_their_own_longest_pair():
-    documents = ["a much longer cordless drill title with many words", "bit", "drill bit set", "x"]
-    pairs = _tokenizer(64).tokenize(["drill"] * 4, documents)
-    chunks = list(pairs.chunks(2))
-    assert [sorted(rows.tolist()) for rows, _ in chunks] == [[1, 3], [0, 2]]  # shortest pairs first
-    for rows, batch in chunks:
-        assert batch.input_ids.shape == (2, pairs.lengths[rows].max())
-        for out, row in enumerate(rows):
-            assert batch.input_ids[out, : pairs.lengths[row]].tolist() == pairs.ids[row]
-            assert batch.attention_mask[out].sum() == pairs.lengths[row]
+def test_chunks_are_length_sorted_padded_to_their_own_longest_and_trade_padding_for_runs():
+    documents = ["a much longer cordless drill title with many words", "bit", "drill bit set", "x",
+                 "cordless drill", "hammer drill with case", "bit"]
+    pairs = _tokenizer(64).tokenize(["drill"] * len(documents), documents)
+    for max_pairs, overhead in ((2, 0.0), (3, 5.0), (7, 1000.0)):
+        chunks = list(pairs.chunks(max_pairs, overhead))
+        rows = np.concatenate([r for r, _ in chunks])
+        assert sorted(rows.tolist()) == list(range(len(documents)))
+        assert (np.diff(pairs.lengths[rows]) >= 0).all()  # shortest pairs first
+        for chunk_rows, batch in chunks:
+            assert len(chunk_rows) <= max_pairs
+            assert batch.input_ids.shape == (len(chunk_rows), pairs.lengths[chunk_rows].max())
+            for out, row in enumerate(chunk_rows):
+                assert batch.input_ids[out, : pairs.lengths[row]].tolist() == pairs.ids[row]
+                assert batch.attention_mask[out].sum() == pairs.lengths[row]
+        padded = sum(batch.input_ids.size for _, batch in chunks)
+        if overhead == 0.0:  # runs are free: no padding at all
+            assert padded == pairs.lengths.sum()
+        if overhead == 1000.0:  # runs are dear: as few as the size bound allows
+            assert len(chunks) == 1
 
 
 def _library_encoding(max_length, queries, documents):

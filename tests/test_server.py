@@ -142,7 +142,7 @@ def test_health_readiness_docs_and_metrics(server):
 
 
 def test_overload_gets_503_with_retry_after_and_accepted_work_is_answered():
-    with running_server("--model-repo", str(MODEL_REPO), "--max-queued-pairs", "100", "--max-batch-pairs", "100") as url:
+    with running_server("--model-repo", str(MODEL_REPO), "--max-queued-tokens", "2000", "--max-batch-tokens", "2000") as url:
         async def fire():
             async with httpx.AsyncClient(base_url=url, timeout=60) as client:
                 return await asyncio.gather(*[client.post("/rerank", json={"query": f"{QUERY} {i}", "texts": DOCUMENTS * 20})

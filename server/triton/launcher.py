@@ -83,7 +83,7 @@ def prepare_runtime(model_repo: Path, workdir: Path, install: TritonInstall, thr
     if models.exists():
         shutil.rmtree(models)
     names = []
-    for entry in (e for e in list_models(model_repo) if e.task == "rerank"):  # the python model serves rerankers
+    for entry in list_models(model_repo):  # rerankers and recommenders alike
         target = models / entry.name
         target.mkdir(parents=True)
         native = (entry.directory / "config.pbtxt").read_text()

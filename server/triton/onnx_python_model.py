@@ -4,7 +4,9 @@ The Triton build inside the `nvidia-pytriton` wheel has only the python backend;
 stands in for the native `onnxruntime` backend with the same inputs, outputs and batching.
 It runs inside Triton's python stub (its own interpreter with numpy<2), so it imports only
 numpy, onnxruntime and Triton's utilities. It loads `<version>/model.onnx` beside itself;
-config.pbtxt may set the parameter `intra_op_threads`.
+config.pbtxt may set the parameter `intra_op_threads`. Inputs and the output are the ones
+config.pbtxt names (rerankers: token ids; recommenders: `history` and, where the graph reads it,
+`lengths`, whose `dims: [1]` the model gets reshaped to one value per row).
 """
 
 import json
@@ -13,8 +15,6 @@ import os
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TritonPythonModel:
@@ -29,15 +29,25 @@ class TritonPythonModel:
         onnx_path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = ort.InferenceSession(onnx_path, options,
                                             providers=["CPUExecutionProvider"])
-        self.output_name = self.session.get_outputs()[0].name
+        self.input_names = [i["name"] for i in config["input"]]
+        self.ranks = {i.name: len(i.shape) for i in self.session.get_inputs()}
+        self.output_name = config["output"][0]["name"]
+
+    def _feed(self, request):
+        feed = {}
+        for name in self.input_names:
+            value = pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+            if value.ndim == self.ranks[name] + 1 and value.shape[-1] == 1:  # dims [1] → one value per row
+                value = value[..., 0]
+            feed[name] = value
+        return feed
 
     def execute(self, requests):
         # Triton's dynamic batcher hands over several requests of the same shape: run them as one.
-        feeds = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in INPUT_NAMES}
-                 for r in requests]
-        sizes = [f["input_ids"].shape[0] for f in feeds]
-        if len({f["input_ids"].shape[1] for f in feeds}) == 1:
-            merged = {name: np.concatenate([f[name] for f in feeds]) for name in INPUT_NAMES}
+        feeds = [self._feed(r) for r in requests]
+        sizes = [f[self.input_names[0]].shape[0] for f in feeds]
+        if len({tuple(f[name].shape[1:] for name in self.input_names) for f in feeds}) == 1:
+            merged = {name: np.concatenate([f[name] for f in feeds]) for name in self.input_names}
             scores = np.split(self.session.run([self.output_name], merged)[0], np.cumsum(sizes)[:-1])
         else:
             scores = [self.session.run([self.output_name], f)[0] for f in feeds]
