@@ -47,11 +47,11 @@ class TitleIndex:
         return picked
 
 
-def bm25_scores_for(frame, index: TitleIndex) -> np.ndarray:
-    """BM25 score of each (query, product_uid) row of `frame`, grouped per query."""
+def bm25_scores_for(frame, index: TitleIndex, id_column: str = "product_uid") -> np.ndarray:
+    """BM25 score of each (query, `id_column`) row of `frame`, grouped per query."""
     scores = np.zeros(len(frame), dtype=np.float32)
     positions = {label: i for i, label in enumerate(frame.index)}
     for query, group in frame.groupby("query", sort=False):
         rows = [positions[label] for label in group.index]
-        scores[rows] = index.score_items(query, list(group["product_uid"]))
+        scores[rows] = index.score_items(query, list(group[id_column]))
     return scores

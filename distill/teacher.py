@@ -69,6 +69,9 @@ class PromptTokenizer:
 class HFTeacher:
     """A cross-encoder teacher loaded from a local checkpoint directory (optionally GGUF)."""
 
+    kind = "checkpoint"
+    conversion = "identity: the classification head's logit"
+
     def __init__(self, path: str | Path, gguf_file: str | None = None, max_length: int = 128):
         self.path = Path(path)
         if not self.path.is_dir():
