@@ -59,6 +59,7 @@ def export_recommender(student_dir: Path, data_dir: Path, repo: Path, name: str,
             "task": "recommend",
             "variant": "fp32",
             "window": data.window,
+            "inputs": sorted(used, key=list(INPUTS).index),
             "num_items": data.num_items,
             "score": "Output `scores` [batch, num_items]: higher = more likely the next item; item index i is items.json[i].",
             "architecture": saved["shape"],
@@ -70,7 +71,8 @@ def export_recommender(student_dir: Path, data_dir: Path, repo: Path, name: str,
             "parity": {"onnx_vs_pytorch": parity, "checked_on_test_rows": int(len(history))},
         }
         write_entry(repo, name, version, onnx_path, metadata,
-                    recommend_config_pbtxt(name, data.window, data.num_items), {ITEMS_FILE: items_path})
+                    recommend_config_pbtxt(name, data.window, data.num_items, inputs=tuple(sorted(used, key=list(INPUTS).index))),
+                    {ITEMS_FILE: items_path})
     if make_default:
         set_default(repo, "recommend", name)
     return metadata

@@ -62,14 +62,24 @@ model_warmup [
     return config
 
 
-def recommend_config_pbtxt(name: str, window: int, num_items: int, max_batch_size: int = 64) -> str:
-    """Triton config for a sequential recommender: history ids and lengths in, scores over all items out."""
+def recommend_config_pbtxt(name: str, window: int, num_items: int, max_batch_size: int = 64,
+                           inputs: tuple[str, ...] = ("history", "lengths")) -> str:
+    """Triton config for a sequential recommender: history ids (and lengths, where the graph reads
+    them: Caser's does not) in, scores over all items out. `inputs` must be exactly the ONNX graph's
+    inputs, or Triton's ONNX Runtime backend refuses the model."""
+    declared = {
+        "history": f'{{ name: "history" data_type: TYPE_INT64 dims: [ {window} ] }}',
+        "lengths": '{ name: "lengths" data_type: TYPE_INT64 dims: [ 1 ] reshape: { shape: [ ] } }',
+    }
+    unknown = set(inputs) - set(declared)
+    if unknown or "history" not in inputs:
+        raise ValueError(f"a recommender reads history (and lengths), not {sorted(inputs)}")
+    listed = ",\n".join(f"  {declared[name]}" for name in declared if name in inputs)
     return f"""name: "{name}"
 platform: "onnxruntime_onnx"
 max_batch_size: {max_batch_size}
 input [
-  {{ name: "history" data_type: TYPE_INT64 dims: [ {window} ] }},
-  {{ name: "lengths" data_type: TYPE_INT64 dims: [ 1 ] reshape: {{ shape: [ ] }} }}
+{listed}
 ]
 output [
   {{ name: "scores" data_type: TYPE_FP32 dims: [ {num_items} ] }}
