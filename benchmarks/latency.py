@@ -28,7 +28,7 @@ from rankstill.distill.data import catalogue, load_judgments
 from rankstill.local_server import free_port, http_ok, running_server, stop_process, wait_until_ready
 from rankstill.model_repo import load_model
 from rankstill.pair_tokenizer import PairTokenizer
-from rankstill.scoring import onnx_session
+from rankstill.scoring import PairScorer, onnx_session
 
 
 @contextlib.contextmanager
@@ -67,23 +67,31 @@ def build_payloads(data: Path, count: int, candidates: int) -> list[tuple[str, l
     return payloads
 
 
+def floor_batches(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads):
+    """A scorer on the model (with the server's padding policy, calibrated the same way) and each
+    payload tokenized and assembled in advance: timing `scorer.run_prepared` is bare model work."""
+    scorer = PairScorer.onnx(onnx_path, PairTokenizer.from_file(tokenizer_file, max_length))
+    scorer.calibrate()
+    batches = [scorer.prepare([scorer.tokenize([q] * len(docs), docs)]) for q, docs in payloads]
+    scorer.run_prepared(batches[0])
+    return scorer, batches
+
+
 def time_floor(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads) -> dict:
-    """Bare ONNX Runtime on pre-tokenized batches, and with tokenization (cold and cached)."""
-    tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
-    session = onnx_session(onnx_path)
-    cold = PairTokenizer.from_file(tokenizer_file, max_length)  # nothing cached yet
-    batches = [tokenizer.encode([q] * len(docs), docs).as_feeds() for q, docs in payloads]
-    session.run(None, batches[0])
+    """Bare ONNX Runtime on pre-assembled batches, and with tokenization (cold and cached)."""
+    scorer, batches = floor_batches(onnx_path, tokenizer_file, max_length, payloads)
+    cold = PairScorer(PairTokenizer.from_file(tokenizer_file, max_length), scorer.runner, scorer.max_batch_pairs,
+                      scorer.run_overhead_tokens)  # nothing cached yet
     bare, with_tokenization, with_cached_tokens = [], [], []
-    for (query, docs), feeds in zip(payloads, batches):
+    for (query, docs), batch in zip(payloads, batches):
         began = time.perf_counter()
-        session.run(None, feeds)
+        scorer.run_prepared(batch)
         bare.append(time.perf_counter() - began)
         began = time.perf_counter()
-        session.run(None, cold.encode([query] * len(docs), docs).as_feeds())
+        cold.score([query] * len(docs), docs)
         with_tokenization.append(time.perf_counter() - began)
         began = time.perf_counter()
-        session.run(None, tokenizer.encode([query] * len(docs), docs).as_feeds())
+        scorer.score([query] * len(docs), docs)
         with_cached_tokens.append(time.perf_counter() - began)
     return {"bare_onnxruntime": percentiles(bare), "tokenize_plus_onnxruntime": percentiles(with_tokenization),
             "cached_tokens_plus_onnxruntime": percentiles(with_cached_tokens)}
@@ -135,19 +143,17 @@ async def time_http(url: str, payloads, concurrency: int, model: str | None, war
 
 def time_paired(url: str, payloads, onnx_path: Path, tokenizer_file: Path, max_length: int,
                 model: str, warm_passes: int, keep_samples: bool = False) -> dict:
-    """Concurrency 1, paired: for each payload, bare ONNX Runtime on its pre-tokenized batch and
+    """Concurrency 1, paired: for each payload, bare ONNX Runtime on its pre-assembled batch and
     then the same payload over HTTP, so drift on a shared machine hits both alike."""
-    session = onnx_session(onnx_path)
-    tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
-    batches = [tokenizer.encode([q] * len(docs), docs).as_feeds() for q, docs in payloads]
+    scorer, batches = floor_batches(onnx_path, tokenizer_file, max_length, payloads)
     bodies = [{"query": q, "documents": docs, "return_documents": False, "model": model} for q, docs in payloads]
     bare, http = [], []
     with httpx.Client(base_url=url, timeout=60) as client:
         for body in bodies * warm_passes:
             client.post("/rerank", json=body).raise_for_status()
-        for feeds, body in zip(batches, bodies):
+        for batch, body in zip(batches, bodies):
             began = time.perf_counter()
-            session.run(None, feeds)
+            scorer.run_prepared(batch)
             bare.append(time.perf_counter() - began)
             began = time.perf_counter()
             client.post("/rerank", json=body).raise_for_status()

@@ -8,6 +8,9 @@ ONNX Runtime on the same pre-tokenized batches. Budgets:
     throughput_vs_floor  requests/s ≥ this × the floor's ceiling (1 / mean bare run time)
     p99_ms               absolute p99 in ms; only judged on the file's `reference_hardware`
                          when `--reference-hardware` says this machine is it
+    p50_vs_limit         /rerank p50 ≤ this × the compute limit (the payloads' real tokens × the
+    p99_vs_limit         model's FLOPs per token ÷ the fp32 MatMul rate measured in the same run;
+                         see compute_limit.py)
 
 A scenario with `overload: true` sends more than the server admits: 503 + Retry-After is an
 expected answer (counted; the client waits and retries), any other error fails the run, and the
@@ -29,11 +32,11 @@ import yaml
 from rankstill.local_server import running_server
 from rankstill.model_repo import load_model
 from rankstill.pair_tokenizer import PairTokenizer
-from rankstill.scoring import onnx_session
 
-from .latency import build_payloads, percentiles, time_http, time_paired
+from .compute_limit import matmul_rate, request_limits_ms
+from .latency import build_payloads, floor_batches, percentiles, time_http, time_paired
 
-BUDGET_KEYS = {"p99_vs_floor", "throughput_vs_floor", "p99_ms"}
+BUDGET_KEYS = {"p99_vs_floor", "throughput_vs_floor", "p99_ms", "p50_vs_limit", "p99_vs_limit"}
 SCENARIO_KEYS = {"name", "candidates", "concurrency", "backend", "model", "requests", "warm_passes", "budgets", "overload"}
 
 
@@ -78,21 +81,27 @@ def load_scenarios(path: Path) -> ScenarioFile:
 
 
 def floor_times(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads) -> list[float]:
-    """Seconds of bare ONNX Runtime per payload on pre-tokenized batches (after one warm run)."""
-    tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
-    session = onnx_session(onnx_path)
-    batches = [tokenizer.encode([q] * len(docs), docs).as_feeds() for q, docs in payloads]
-    session.run(None, batches[0])
+    """Seconds of bare ONNX Runtime per payload on pre-assembled batches (the server's padding policy)."""
+    scorer, batches = floor_batches(onnx_path, tokenizer_file, max_length, payloads)
     seconds = []
-    for feeds in batches:
+    for batch in batches:
         began = time.perf_counter()
-        session.run(None, feeds)
+        scorer.run_prepared(batch)
         seconds.append(time.perf_counter() - began)
     return seconds
 
 
-def measure(scenario: Scenario, url: str, payloads, entry) -> dict:
-    """Latencies over HTTP plus the floor on the same batches; raw latencies kept for the CDF plot."""
+def compute_limit(entry, payloads, rate: float) -> dict:
+    tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
+    lengths = [tokenizer.tokenize([q] * len(docs), docs).lengths for q, docs in payloads]
+    limits = request_limits_ms(entry, lengths, rate)
+    return {"mean_ms": float(np.mean(limits)), "matmul_gflops": rate / 1e9,
+            "mean_real_tokens": float(np.mean([pair.sum() for pair in lengths]))}
+
+
+def measure(scenario: Scenario, url: str, payloads, entry, rate: float) -> dict:
+    """Latencies over HTTP plus the floor on the same batches and the compute limit; raw latencies
+    kept for the CDF plot."""
     if scenario.concurrency == 1:
         paired = time_paired(url, payloads, entry.onnx_path, entry.tokenizer_path, entry.max_length,
                              entry.name, scenario.warm_passes, keep_samples=True)
@@ -104,9 +113,12 @@ def measure(scenario: Scenario, url: str, payloads, entry) -> dict:
                                      keep_samples=True, overload=scenario.overload))
         floor_s = floor_times(entry.onnx_path, entry.tokenizer_path, entry.max_length, payloads)
         floor = {**percentiles(floor_s), "ceiling_requests_per_s": 1.0 / float(np.mean(floor_s))}
-    return {"http": http, "floor": floor,
+    limit = compute_limit(entry, payloads, rate)
+    return {"http": http, "floor": floor, "limit": limit,
             "p99_vs_floor": http["p99_ms"] / floor["p99_ms"],
-            "throughput_vs_floor": http["requests_per_s"] / floor["ceiling_requests_per_s"]}
+            "throughput_vs_floor": http["requests_per_s"] / floor["ceiling_requests_per_s"],
+            "p50_vs_limit": http["p50_ms"] / limit["mean_ms"], "p99_vs_limit": http["p99_ms"] / limit["mean_ms"],
+            "floor_p50_vs_limit": floor["p50_ms"] / limit["mean_ms"]}
 
 
 def judge(scenario: Scenario, result: dict, on_reference_hardware: bool) -> list[str]:
@@ -118,6 +130,9 @@ def judge(scenario: Scenario, result: dict, on_reference_hardware: bool) -> list
     if "throughput_vs_floor" in budgets and result["throughput_vs_floor"] < budgets["throughput_vs_floor"]:
         failures.append(f"{scenario.name}: throughput {result['throughput_vs_floor']:.2f} × floor ceiling "
                         f"< budget {budgets['throughput_vs_floor']}")
+    for key in ("p50_vs_limit", "p99_vs_limit"):
+        if key in budgets and result[key] > budgets[key]:
+            failures.append(f"{scenario.name}: {key[:3]} {result[key]:.2f} × compute limit > budget {budgets[key]}")
     if "p99_ms" in budgets and on_reference_hardware and result["http"]["p99_ms"] > budgets["p99_ms"]:
         failures.append(f"{scenario.name}: p99 {result['http']['p99_ms']:.1f} ms > budget {budgets['p99_ms']} ms")
     return failures
@@ -146,6 +161,7 @@ def run_scenarios(spec: ScenarioFile, data: Path, model_repo: Path, url: str | N
     """Run every scenario (one server per backend, reused across its scenarios); results and failures."""
     chosen = [s for s in spec.scenarios if not only or s.name in only]
     payload_cache: dict[tuple[int, int], list] = {}
+    rates: dict[Path, float] = {}  # fp32 MatMul rate on each model's weight shapes, measured once per run
     results, failures = {}, []
     for backend in dict.fromkeys(s.backend for s in chosen):
         with server_for(backend, model_repo, triton_python, url) as server_url:
@@ -154,14 +170,17 @@ def run_scenarios(spec: ScenarioFile, data: Path, model_repo: Path, url: str | N
                 if key not in payload_cache:
                     payload_cache[key] = build_payloads(data, *key)
                 entry = load_model(model_repo, scenario.model)
-                result = measure(scenario, server_url, payload_cache[key], entry)
+                if entry.onnx_path not in rates:
+                    rates[entry.onnx_path] = matmul_rate(entry.onnx_path)
+                result = measure(scenario, server_url, payload_cache[key], entry, rates[entry.onnx_path])
                 result["scenario"] = {**scenario.__dict__, "model": entry.name}
                 result["failures"] = judge(scenario, result, on_reference_hardware)
                 results[scenario.name] = result
                 failures += result["failures"]
                 echo(f"{scenario.name}: p50 {result['http']['p50_ms']:.1f} ms, p99 {result['http']['p99_ms']:.1f} ms "
                      f"({result['p99_vs_floor']:.2f} × floor), {result['http']['requests_per_s']:.1f} req/s "
-                     f"({result['throughput_vs_floor']:.2f} × floor ceiling)"
+                     f"({result['throughput_vs_floor']:.2f} × floor ceiling); compute limit {result['limit']['mean_ms']:.1f} ms: "
+                     f"p50 {result['p50_vs_limit']:.2f} ×, p99 {result['p99_vs_limit']:.2f} ×, floor p50 {result['floor_p50_vs_limit']:.2f} ×"
                      + (f", {result['http']['rejected_503']} answered 503" if scenario.overload else "")
                      + (" FAIL" if result["failures"] else ""))
     return {"reference_hardware": spec.reference_hardware, "on_reference_hardware": on_reference_hardware,
