@@ -37,6 +37,9 @@ PLAN_COLUMNS = ["query", "item_id", "item_text", "source", "split", "human_label
 
 
 def homedepot(path: str | Path) -> DataConfig:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"judgment file {path} not found: pass --data pointing at "
+                                "shared/data/homedepot/pairs.csv.gz (see shared/DATA.md)")
     return DataConfig(judgments=Path(path), columns=HOMEDEPOT_COLUMNS, label_range=(1, 3),
                       description="Home Depot Product Search Relevance (Kaggle 2016), split by query")
 

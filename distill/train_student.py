@@ -63,27 +63,53 @@ def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: floa
     return loss
 
 
-def evaluate_student(student, tokenizer: PairTokenizer, judged: pd.DataFrame) -> dict:
-    """NDCG@10 of random, BM25, teacher and student on judged pairs, and agreement."""
-    judged = judged.copy()
-    judged["student"] = score_pairs(student, tokenizer, list(judged["query"]), list(judged["item_text"]))
-    judged = judged.rename(columns={"human_label": "gain", "teacher_score": "teacher", "bm25_score": "bm25"})
-    report = ranking_report(judged, ["bm25", "teacher", "student"])
-    report["agreement"] = agreement_report(judged, "student", "teacher")
-    report["student_gain_retention"] = gain_retention(report["ndcg@10"], "student")
+TEACHER_GAINS = ("no judgments: NDCG@10 with the teacher's sigmoid(logit) as gains (the teacher's own order is "
+                 "ideal, 1.0) and Kendall tau with the teacher's order, on held-out queries")
+
+
+def heldout(store: LabelStore, split: str, teacher: str | None) -> pd.DataFrame:
+    """Held-out pairs to evaluate on: the judged ones, or, where nothing was judged, all of the split's pairs."""
+    frame = store.read(split=split, teacher_id=teacher)
+    judged = frame[frame["source"] == "judged"]
+    return judged if len(judged) else frame[frame["source"] != "shadow"]
+
+
+def quality_report(frame: pd.DataFrame, scores: dict[str, np.ndarray]) -> dict:
+    """NDCG@10 of random, BM25, teacher and each scored model; against human labels where the frame has them,
+    else against the teacher (agreement). `frame`: label-store rows; `scores`: model name -> logits."""
+    frame = frame.rename(columns={"teacher_score": "teacher", "bm25_score": "bm25"}).assign(**scores)
+    judged = frame["human_label"].notna().all() and len(frame)
+    frame["gain"] = frame["human_label"] if judged else 1.0 / (1.0 + np.exp(-frame["teacher"].astype(float)))
+    report = ranking_report(frame, ["bm25", "teacher", *scores])
+    report["measured_against"] = "human judgments" if judged else TEACHER_GAINS
+    first = next(iter(scores))
+    report["agreement"] = agreement_report(frame, first, "teacher")
+    for name in scores:
+        key = "student_gain_retention" if name == "student" else f"{name}_gain_retention"
+        report[key] = gain_retention(report["ndcg@10"], name)
     return report
+
+
+def evaluate_student(student, tokenizer: PairTokenizer, pairs: pd.DataFrame) -> dict:
+    """NDCG@10 of random, BM25, teacher and student on held-out pairs, and agreement with the teacher."""
+    return quality_report(pairs, {"student": score_pairs(student, tokenizer, list(pairs["query"]), list(pairs["item_text"]))})
 
 
 def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: StudentShape,
                   epochs: int, queries_per_step: int, max_items: int, lr: float,
                   bce_weight: float, max_steps: int | None = None, seed: int = 0,
-                  freeze_word_embeddings: bool = False) -> dict:
+                  freeze_word_embeddings: bool = False, teacher: str | None = None, progress: bool = True) -> dict:
+    """`teacher` (`id` or `id@version`) picks one teacher's labels from a shared store."""
     store = LabelStore(labels_dir)
-    train_labels = store.read(split="train")
+    train_labels = store.read(split="train", teacher_id=teacher)
+    if train_labels.empty:
+        raise ValueError(f"label store {labels_dir} has no training labels" + (f" from teacher {teacher}" if teacher else ""))
+    keys = {f"{i}@{v}" for i, v in zip(train_labels["teacher_id"], train_labels["teacher_version"])}
+    if len(keys) > 1:
+        raise ValueError(f"label store {labels_dir} holds labels of several teachers {sorted(keys)}: pick one with --teacher")
     train_lists = query_lists(train_labels, max_items)
     teacher_ids = sorted(set(train_labels["teacher_id"]))
-    validation = store.read(split="validation")
-    validation = validation[validation["source"] == "judged"]
+    validation = heldout(store, "validation", teacher)
 
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
@@ -98,7 +124,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     schedule = warmup_linear_decay(optimizer, total)
 
     best_state, best_report, history = None, None, []
-    bar = tqdm(total=total, desc="student distillation", unit="step")
+    bar = tqdm(total=total, desc="student distillation", unit="step", disable=not progress)
     step = 0
     for epoch in range(epochs):
         if step >= total:
@@ -132,10 +158,9 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     bar.close()
 
     student.load_state_dict(best_state)
-    test = store.read(split="test")
-    test = test[test["source"] == "judged"]
+    test = heldout(store, "test", teacher)
     final = {
-        "stage": "student", "shape": shape.__dict__, "teacher_ids": teacher_ids,
+        "stage": "student", "shape": shape.__dict__, "teacher_ids": teacher_ids, "teachers": sorted(keys),
         "train_queries": len(train_lists), "train_pairs": sum(len(i) for _, i, _ in train_lists),
         "validation": best_report, "history": history,
         "test": evaluate_student(student, tokenizer, test) if len(test) else None,

@@ -39,11 +39,17 @@ def teacher_train(
     lr: float = typer.Option(5e-5),
     max_length: int = typer.Option(64, help="Tokens per (query, item) pair."),
     max_queries: Optional[int] = typer.Option(None, help="Use only this many queries per split (quick runs)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A distil config (YAML) whose `data` section replaces --data (any judgments: CSV, Parquet, JSONL)."),
 ) -> None:
-    """Fine-tune a cross-encoder teacher with soft BCE against (relevance - 1) / 2, split by query."""
+    """Fine-tune a cross-encoder teacher with soft BCE against the judgments' gain in [0, 1] ((relevance - 1) / 2 on Home Depot), split by query."""
     from rankstill.distill.teacher import default_backbone
     from rankstill.distill.teacher_stage import train_teacher
 
+    if config is not None:
+        from rankstill.distill.dataset import load_dataset
+        from rankstill.distill.pipeline import load_config
+
+        data = load_dataset(load_config(config).data)
     train_teacher(data, out, backbone or default_backbone(), gguf_file, teacher_id, epochs,
                   max_steps, batch_size, lr, max_length, max_queries)
 
@@ -70,26 +76,61 @@ def teacher_export(
 @app.command("label")
 def label_command(
     data: Path = DataOption,
-    teacher: Path = typer.Option(Path("runs/teacher"), help="Teacher checkpoint directory (from `rankstill teacher train`, or any HF sequence-classification checkpoint)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A distil config (YAML): its `data` section replaces --data, and its `teacher` and `label` sections give the defaults of the options below."),
+    teacher: Optional[Path] = typer.Option(None, help="Local teacher: an HF checkpoint directory (from `rankstill teacher train`, or any sequence-classification checkpoint) or an ONNX entry (from `rankstill teacher export`). Default runs/teacher."),
     gguf_file: Optional[str] = typer.Option(None, help="GGUF file inside --teacher (decoder LLMs)."),
-    out: Path = typer.Option(Path("runs/labels"), help="Label store folder (Parquet parts + manifest.json)."),
+    teacher_url: Optional[str] = typer.Option(None, help="Remote teacher: base URL of a reranking endpoint (see --teacher-api)."),
+    teacher_api: str = typer.Option("tei", help="Shape spoken by --teacher-url: tei (/rerank, raw scores), cohere or jina (/v1/rerank), vllm (/score)."),
+    llm_url: Optional[str] = typer.Option(None, help="Remote LLM judge: an OpenAI-compatible server (vLLM, llama.cpp); P(yes) from /v1/completions log-probabilities."),
+    model: Optional[str] = typer.Option(None, help="Model name sent to --teacher-url / --llm-url."),
+    teacher_id: Optional[str] = typer.Option(None, help="Teacher id stored with each label (default: from the checkpoint, entry or URL)."),
+    teacher_version: Optional[str] = typer.Option(None, help="Teacher version stored with each label (set it for remote teachers)."),
+    concurrency: Optional[int] = typer.Option(None, help="Remote teachers: calls in flight (default 4)."),
+    documents_per_call: Optional[int] = typer.Option(None, help="Remote teachers: documents (or prompts) per call (default 32)."),
+    out: Path = typer.Option(Path("runs/labels"), help="Label store folder (Parquet parts + manifest.json); may be shared by several teachers and runs."),
     k: int = typer.Option(8, help="Unjudged BM25 candidates per training query."),
-    batch_size: int = typer.Option(64, help="Pairs per teacher forward pass."),
+    batch_size: int = typer.Option(64, help="Pairs per forward pass of a local teacher."),
     part_size: int = typer.Option(4096, help="Pairs per Parquet part (the unit of resumption)."),
-    max_length: int = typer.Option(64, help="Tokens per pair for the teacher."),
+    max_length: int = typer.Option(64, help="Tokens per pair for a local teacher."),
     max_queries: Optional[int] = typer.Option(None, help="Use only this many queries per split (quick runs)."),
     max_parts: Optional[int] = typer.Option(None, help="Stop after writing this many parts; rerun to resume."),
+    engine: str = typer.Option("local", help="local (this process) or ray (Ray Data actors; see --ray-address)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (auto, ray://head:10001); default a local Ray instance."),
+    ray_actors: int = typer.Option(1, help="Teacher actors on Ray."),
+    strict: bool = typer.Option(False, help="Refuse empty texts instead of skipping and counting them."),
 ) -> None:
-    """Score judged pairs and BM25-mined unjudged pairs with the teacher into a Parquet label store.
+    """Score judged pairs and BM25-mined unjudged pairs with a teacher into a Parquet label store.
 
-    Resumable: parts already in --out are skipped.
+    Resumable: parts already in --out are skipped, and pairs the store already holds from the same
+    teacher and version are not scored again.
     """
-    from rankstill.distill.label import label
-    from rankstill.distill.teacher import HFTeacher
+    from rankstill.distill.dataset import DataError
+    from rankstill.distill.label import RayOptions, homedepot, label
+    from rankstill.distill.teachers import TeacherConfig, build_teacher
 
-    scorer = HFTeacher(teacher, gguf_file=gguf_file, max_length=max_length)
-    store = label(scorer, data, out, k=k, part_size=part_size, batch_size=batch_size,
-                  max_queries=max_queries, max_parts=max_parts)
+    try:
+        if config is not None:
+            from rankstill.distill.pipeline import load_config
+
+            distil = load_config(config)
+            data_config, base = distil.data, distil.teacher.model_dump(exclude_unset=True)
+        else:
+            data_config, base = homedepot(data), {}
+        given = {"checkpoint": teacher, "url": teacher_url, "llm_url": llm_url}
+        if any(v is not None for v in given.values()):
+            base = {key: value for key, value in base.items() if key not in ("checkpoint", "onnx", "url", "llm_url", "train")}
+        elif not base or "train" in base:
+            base = {key: value for key, value in base.items() if key != "train"}
+            given["checkpoint"] = Path("runs/teacher") if config is None else Path(distil.out) / "teacher"
+        options = {"api": teacher_api, "model": model, "gguf_file": gguf_file, "id": teacher_id, "version": teacher_version,
+                   "concurrency": concurrency, "documents_per_call": documents_per_call, "max_length": max_length, **given}
+        teacher_config = TeacherConfig(**{**base, **{k: v for k, v in options.items() if v is not None}})
+        scorer = build_teacher(teacher_config)
+        store = label(scorer, data_config, out, k=k, part_size=part_size, batch_size=batch_size,
+                      max_queries=max_queries, max_parts=max_parts, engine=engine, teacher_config=teacher_config,
+                      ray_options=RayOptions(address=ray_address, actors=ray_actors), strict=strict)
+    except DataError as error:
+        raise typer.BadParameter(str(error)) from None
     typer.echo(f"label store: {store.root} ({len(store.parts())} parts)")
 
 
@@ -107,6 +148,7 @@ def train_command(
     max_items: int = typer.Option(32, help="Items per query used in one Margin-MSE list."),
     lr: float = typer.Option(1e-3), bce_weight: float = typer.Option(0.1, help="Weight of the pointwise soft-BCE term."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
+    teacher: Optional[str] = typer.Option(None, help="Train on this teacher's labels (id or id@version) when the store holds several."),
 ) -> None:
     """Train a small cross-encoder student on teacher labels with all-pairs Margin-MSE (+ soft BCE)."""
     from rankstill.distill.student import StudentShape
@@ -115,7 +157,7 @@ def train_command(
 
     shape = StudentShape(layers, hidden, heads, intermediate, max_length, dropout, identity_attention)
     train_student(labels, out, backbone or default_backbone(), shape, epochs, queries_per_step,
-                  max_items, lr, bce_weight, max_steps, freeze_word_embeddings=freeze_word_embeddings)
+                  max_items, lr, bce_weight, max_steps, freeze_word_embeddings=freeze_word_embeddings, teacher=teacher)
 
 
 @app.command("export")
@@ -128,13 +170,71 @@ def export_command(
     int8: bool = typer.Option(True, help="Also write a dynamically quantized int8 variant as NAME-int8."),
     make_default: bool = typer.Option(True, "--default/--no-default", help="Make NAME the repository's default rerank model."),
     device: str = typer.Option("cpu", help="cpu, or gpu: Triton instances on the GPU with ONNX Runtime's TensorRT provider (fp16)."),
+    teacher: Optional[str] = typer.Option(None, help="Check parity on this teacher's validation pairs (id or id@version) when the store holds several."),
 ) -> None:
     """Export the student to ONNX, check parity with PyTorch (and int8 ranking), write model_repo/NAME."""
     from rankstill.export.export_stage import export_student
 
-    results = export_student(student, labels, model_repo, name, version, int8, make_default, device)
+    results = export_student(student, labels, model_repo, name, version, int8, make_default, device, teacher=teacher)
     for model_name, metadata in results.items():
         typer.echo(f"{model_repo / model_name}: {metadata['parity']}")
+
+
+labels_app = typer.Typer(help="Inspect and combine label stores.", no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("stats")
+def labels_stats(
+    store: Path = typer.Argument(..., help="Label store folder."),
+    png: Optional[Path] = typer.Option(None, help="Also draw each teacher's logit histogram (by source) into this PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print the statistics as JSON."),
+) -> None:
+    """Pairs per split, source and teacher (id@version), human-label coverage, and histograms of the stored logits."""
+    from rankstill.distill.label_tools import format_stats, plot_stats, stats
+
+    report = stats(store)
+    typer.echo(json.dumps(report, indent=2) if as_json else format_stats(report))
+    if png is not None:
+        typer.echo(f"histograms: {plot_stats(store, report, png)}")
+
+
+@labels_app.command("merge")
+def labels_merge(
+    sources: list[Path] = typer.Argument(..., help="Label stores to copy from (earlier ones win on equal keys)."),
+    out: Path = typer.Option(..., "--out", help="Label store to merge into (created if missing; its own rows win)."),
+) -> None:
+    """Merge label stores: one row per (query, item, teacher id, teacher version); teachers' conversions must agree."""
+    from rankstill.distill.label_tools import merge
+
+    typer.echo(json.dumps(merge(sources, out), indent=2))
+
+
+@app.command("distill")
+def distill_command(
+    config: Path = typer.Argument(..., help="Distil config (YAML): name, out, data, teacher, label, student, export, benchmark; see distill/examples/."),
+    out: Optional[Path] = typer.Option(None, help="Override `out`."),
+    engine: Optional[str] = typer.Option(None, help="Override `label.engine` (local or ray)."),
+    model_repo: Optional[Path] = typer.Option(None, help="Override `export.model_repo`."),
+    max_queries: Optional[int] = typer.Option(None, help="Override `max_queries` (queries per split; quick runs)."),
+    strict: bool = typer.Option(False, help="Refuse empty texts instead of skipping and counting them."),
+    force: Optional[str] = typer.Option(None, help="Comma-separated stages to redo even if up to date (teacher, label, student, export, evaluate, benchmark, all)."),
+) -> None:
+    """Teacher (train or use) → label → train → export (fp32 + gated int8) → evaluate → benchmark, in one command.
+
+    Stages whose outputs exist for the same config are skipped; ends with a table and OUT/report.json.
+    """
+    from rankstill.distill.dataset import DataError
+    from rankstill.distill.pipeline import ConfigError, load_config, run
+
+    try:
+        settings = load_config(config, {"out": str(out) if out else None, "label.engine": engine,
+                                        "export.model_repo": str(model_repo) if model_repo else None,
+                                        "max_queries": max_queries})
+        run(settings, strict=strict, force=set(force.split(",")) if force else set(), echo=typer.echo)
+    except (ConfigError, DataError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _settings_parameters(model, prefix: str = "", env_prefix: str = "") -> list[inspect.Parameter]:
