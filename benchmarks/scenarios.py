@@ -12,6 +12,10 @@ ONNX Runtime on the same pre-tokenized batches. Budgets:
     p99_vs_limit         model's FLOPs per token ÷ the fp32 MatMul rate measured in the same run;
                          see compute_limit.py)
 
+A scenario with `endpoint: recommend` times `/recommend` on real MovieLens histories (the file's
+`recommend_data` folder) against its own floor (the recommender's ONNX model run directly); the
+floor budgets apply, the compute-limit ones do not.
+
 A scenario with `overload: true` sends more than the server admits: 503 + Retry-After is an
 expected answer (counted; the client waits and retries), any other error fails the run, and the
 percentiles are those of accepted requests.
@@ -35,9 +39,11 @@ from rankstill.pair_tokenizer import PairTokenizer
 
 from .compute_limit import matmul_rate, request_limits_ms
 from .latency import build_payloads, floor_batches, percentiles, time_http, time_paired
+from .recommend_bench import measure_recommend
 
 BUDGET_KEYS = {"p99_vs_floor", "throughput_vs_floor", "p99_ms", "p50_vs_limit", "p99_vs_limit"}
-SCENARIO_KEYS = {"name", "candidates", "concurrency", "backend", "model", "requests", "warm_passes", "budgets", "overload"}
+SCENARIO_KEYS = {"name", "candidates", "concurrency", "backend", "model", "requests", "warm_passes", "budgets", "overload",
+                 "endpoint"}
 
 
 @dataclass
@@ -51,12 +57,14 @@ class Scenario:
     warm_passes: int = 1
     budgets: dict = field(default_factory=dict)
     overload: bool = False  # 503 + Retry-After is an expected answer
+    endpoint: str = "rerank"  # rerank | recommend
 
 
 @dataclass
 class ScenarioFile:
     scenarios: list[Scenario]
     reference_hardware: str | None = None
+    recommend_data: Path | None = None  # MovieLens folder for `endpoint: recommend` scenarios
 
 
 def load_scenarios(path: Path) -> ScenarioFile:
@@ -74,10 +82,13 @@ def load_scenarios(path: Path) -> ScenarioFile:
             raise ValueError(f"{path}: scenario {merged['name']!r}: unknown budgets {sorted(bad_budgets)} (known: {sorted(BUDGET_KEYS)})")
         if merged.get("backend", "embedded") not in ("embedded", "triton"):
             raise ValueError(f"{path}: scenario {merged['name']!r}: backend must be embedded or triton")
+        if merged.get("endpoint", "rerank") not in ("rerank", "recommend"):
+            raise ValueError(f"{path}: scenario {merged['name']!r}: endpoint must be rerank or recommend")
         scenarios.append(Scenario(**merged))
     if not scenarios:
         raise ValueError(f"{path}: no scenarios")
-    return ScenarioFile(scenarios, raw.get("reference_hardware"))
+    recommend_data = raw.get("recommend_data")
+    return ScenarioFile(scenarios, raw.get("reference_hardware"), Path(recommend_data) if recommend_data else None)
 
 
 def floor_times(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads) -> list[float]:
@@ -166,6 +177,17 @@ def run_scenarios(spec: ScenarioFile, data: Path, model_repo: Path, url: str | N
     for backend in dict.fromkeys(s.backend for s in chosen):
         with server_for(backend, model_repo, triton_python, url) as server_url:
             for scenario in (s for s in chosen if s.backend == backend):
+                if scenario.endpoint == "recommend":
+                    result = measure_recommend(server_url, model_repo, scenario.model, spec.recommend_data,
+                                               scenario.requests, scenario.concurrency)
+                    result["scenario"] = {**scenario.__dict__}
+                    result["failures"] = judge(scenario, result, on_reference_hardware)
+                    results[scenario.name] = result
+                    failures += result["failures"]
+                    echo(f"{scenario.name}: p50 {result['http']['p50_ms']:.2f} ms, p99 {result['http']['p99_ms']:.2f} ms "
+                         f"({result['p99_vs_floor']:.2f} × floor), {result['http']['requests_per_s']:.1f} req/s "
+                         f"({result['throughput_vs_floor']:.2f} × floor ceiling)" + (" FAIL" if result["failures"] else ""))
+                    continue
                 key = (scenario.requests, scenario.candidates)
                 if key not in payload_cache:
                     payload_cache[key] = build_payloads(data, *key)

@@ -24,10 +24,13 @@ def test_bench_scenarios_smoke_writes_results_and_plots(tmp_path):
     subprocess.run([sys.executable, "-m", "rankstill.cli", "bench", "--scenarios", "benchmarks/smoke.yaml",
                     "--data", str(DATA), "--model-repo", str(MODEL_REPO), "--out", str(out)], check=True, cwd=ROOT)
     results = json.loads((out / "results.json").read_text())
-    assert set(results["scenarios"]) == {"smoke-c1", "smoke-c4-int8", "smoke-c16-overload"} and results["failures"] == []
-    for result in results["scenarios"].values():
-        assert len(result["http"]["samples_ms"]) == 6
+    assert set(results["scenarios"]) == {"smoke-c1", "smoke-c4-int8", "smoke-c16-overload", "smoke-recommend-c2"}
+    assert results["failures"] == []
+    for name, result in results["scenarios"].items():
+        assert len(result["http"]["samples_ms"]) == (10 if "recommend" in name else 6)
         assert result["floor"]["p99_ms"] > 0 and result["p99_vs_floor"] > 0
+        if "recommend" not in name:
+            assert result["limit"]["mean_ms"] > 0 and result["limit"]["matmul_gflops"] > 1
     assert results["scenarios"]["smoke-c4-int8"]["scenario"]["model"] == "rerank-student-int8"
     assert results["scenarios"]["smoke-c16-overload"]["http"]["rejected_503"] >= 0
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
