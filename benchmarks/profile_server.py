@@ -25,9 +25,9 @@ from .latency import build_payloads
 # (category, substrings of a frame "function (file)"); checked innermost frame first.
 CATEGORIES = [
     ("model: onnxruntime run", ("onnxruntime",)),
+    ("padding and batch assembly", ("pad (", "chunks (", "_best_groups (", "prepare (", "concat (", "batcher.py")),
     ("tokenize: tokenizers + pair assembly", ("tokenizers", "pair_tokenizer.py")),
-    ("padding and batch assembly", ("engine.py", "batcher.py")),
-    ("JSON and validation", ("json", "pydantic", "fastapi/encoders", "fastapi/routing", "schemas.py")),
+    ("JSON and validation", ("json", "pydantic", "fastapi/encoders", "fastapi/routing", "dialects.py")),
     ("HTTP and event loop", ("uvicorn", "h11", "httptools", "starlette", "asyncio", "anyio", "selectors")),
 ]
 
