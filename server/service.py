@@ -204,7 +204,7 @@ class RerankService:
             except Retired:  # a new version was swapped in meanwhile: tokenize for it and queue there
                 continue
         logits = pairs.per_document(logits, len(query.documents))
-        return Ranking(model.entry.name, logits, int(pairs.lengths.sum()), int(pairs.truncated.sum()),
+        return Ranking(model.entry.name, logits, _tokens(pairs), int(pairs.truncated.sum()),
                        model.entry.max_length)
 
     def _check_size(self, query: RerankQuery) -> None:
@@ -233,7 +233,7 @@ class RerankService:
             too_long = np.flatnonzero(pairs.truncated)
             raise RequestError(413, f"documents {too_long[:10].tolist()} do not fit the model's window of "
                                     f"{model.entry.max_length} tokens with the query (truncate=false)")
-        tokens = int(pairs.lengths.sum())
+        tokens = _tokens(pairs)
         if tokens > self.settings.max_request_tokens:
             raise RequestError(422, f"the request needs {tokens} tokens > the maximum of "
                                     f"{self.settings.max_request_tokens} per request")
