@@ -14,6 +14,11 @@ import typer
 seq_app = typer.Typer(help="Sequential recommenders (SASRec, GRU4Rec, Caser) distilled with DLLM2Rec.", no_args_is_help=True)
 SeqDataOption = typer.Option(Path("runs/seq/data"), "--data", help="Dataset folder written by `rankstill seq data`.")
 SEQ_KINDS = "sasrec, gru4rec or caser"
+# Student defaults shared by `seq train` and `seq table`.
+DISTILL_WEIGHT = 0.8  # λ
+EMBED_WEIGHT = 1.0
+EPOCHS = 30
+PATIENCE = 3
 
 
 @seq_app.command("data")
@@ -117,13 +122,14 @@ def seq_train(
     data: Path = SeqDataOption,
     teacher: Optional[Path] = typer.Option(Path("runs/seq/teacher"), help="Teacher folder; needed when distilling."),
     out: Path = typer.Option(Path("runs/seq/student"), help="Student folder (checkpoint and report)."),
-    distill_weight: float = typer.Option(0.8, help="λ of the ranking-distillation term (0: off)."),
-    embed_weight: float = typer.Option(1.0, help="Weight of the projected teacher item embeddings in the input (0: off)."),
+    distill_weight: float = typer.Option(DISTILL_WEIGHT, help="λ of the ranking-distillation term (0: off)."),
+    embed_weight: float = typer.Option(EMBED_WEIGHT, help="Weight of the projected teacher item embeddings in the input (0: off)."),
     position: float = typer.Option(0.3, help="γ_p, position weight."), confidence: float = typer.Option(0.5, help="γ_c, confidence weight."),
     consistency: float = typer.Option(0.1, help="γ_o, consistency weight."),
     dros_weight: float = typer.Option(0.0, help="Weight of the DROS term added to BCE."),
-    hidden: int = typer.Option(64), epochs: int = typer.Option(30), batch_size: int = typer.Option(256),
-    lr: float = typer.Option(1e-3), patience: int = typer.Option(3),
+    beta: float = typer.Option(1.0, help="β, temperature of the position weight."),
+    hidden: int = typer.Option(64), epochs: int = typer.Option(EPOCHS), batch_size: int = typer.Option(256),
+    lr: float = typer.Option(1e-3), patience: int = typer.Option(PATIENCE), seed: int = typer.Option(0),
 ) -> None:
     """Train a student with BCE (one sampled negative) and DLLM2Rec's ranking and embedding distillation."""
     from dataclasses import replace
@@ -133,7 +139,7 @@ def seq_train(
     from rankstill.distill.seqrec.stage import train_student
 
     config = replace(_seq_config(epochs, batch_size, lr, patience, "bce", dros_weight), distill_weight=distill_weight,
-                     distill=DistillWeights(position, confidence, consistency))
+                     distill=DistillWeights(position, confidence, consistency, beta), seed=seed)
     distilling = distill_weight > 0 or embed_weight > 0
     report = train_student(data, out, SeqShape(kind=model, hidden=hidden), config, teacher if distilling else None, embed_weight)
     typer.echo(json.dumps({"best_epoch": report["best_epoch"], "valid": report["valid"], "test": report["test"]}, indent=2))
@@ -147,14 +153,26 @@ def seq_table(
     models: str = typer.Option("sasrec,gru4rec,caser", help="Comma-separated students."),
     variants: str = typer.Option("alone,dllm2rec,no-position,no-confidence,no-consistency,no-ranking-distill,no-embedding-distill",
                                  help="Comma-separated rows per student (ablations switch one component off)."),
-    hidden: int = typer.Option(64), epochs: int = typer.Option(30), patience: int = typer.Option(3),
+    seeds: int = typer.Option(1, min=1, help="Train every row this many times (seeds --seed, --seed+1, ...): mean ± std."),
+    seed: int = typer.Option(0, help="First seed."),
+    distill_weight: float = typer.Option(DISTILL_WEIGHT, help="λ of the ranking-distillation term in distilled rows."),
+    embed_weight: float = typer.Option(EMBED_WEIGHT, help="Weight of the projected teacher item embeddings in distilled rows."),
+    position: float = typer.Option(0.3, help="γ_p."), confidence: float = typer.Option(0.5, help="γ_c."),
+    consistency: float = typer.Option(0.1, help="γ_o."), beta: float = typer.Option(1.0, help="β of the position weight."),
+    hidden: int = typer.Option(64), epochs: int = typer.Option(EPOCHS), patience: int = typer.Option(PATIENCE),
+    lr: float = typer.Option(1e-3),
 ) -> None:
     """Test-set HR@10/20, NDCG@10/20 and overlap@20 of every student without and with distillation, and the teacher."""
+    from dataclasses import replace
+
+    from rankstill.distill.seqrec.losses import DistillWeights
     from rankstill.distill.seqrec.models import SeqShape
     from rankstill.distill.seqrec.stage import comparison_table
 
-    comparison_table(data, teacher, out, models.split(","), variants.split(","), SeqShape(hidden=hidden),
-                     _seq_config(epochs, 256, 1e-3, patience, "bce"))
+    config = replace(_seq_config(epochs, 256, lr, patience, "bce"), seed=seed, distill_weight=distill_weight,
+                     distill=DistillWeights(position, confidence, consistency, beta))
+    comparison_table(data, teacher, out, models.split(","), variants.split(","), SeqShape(hidden=hidden), config,
+                     embed_weight, seeds)
     typer.echo((out / "table.md").read_text())
 
 

@@ -118,3 +118,38 @@ def test_every_student_exports_to_onnx_with_parity(kind, seq_data, tmp_path):
     assert metadata["parity"]["onnx_vs_pytorch"]["passed"]
     assert default_model_name(tmp_path / "repo", "recommend") == f"rec-{kind}"
     assert load_model(tmp_path / "repo", task="recommend").metadata["window"] == seq_data.window
+
+
+def test_table_with_seeds_reports_mean_std_and_paired_gains(tmp_path):
+    """`seq table --seeds 2` on a small slice of MovieLens: every row twice, mean ± std, gain paired by seed."""
+    import json
+
+    from rankstill.distill.seqrec.data import SeqData, load_movielens, write_log_dataset
+    from rankstill.distill.seqrec.stage import comparison_table
+
+    from conftest import MOVIELENS
+
+    log, catalogue = load_movielens(MOVIELENS)
+    write_log_dataset(log[log["user"] <= 30], catalogue, tmp_path / "data")
+    data = SeqData.open(tmp_path / "data")
+    torch.manual_seed(0)
+    teacher = build_model(SeqShape(kind="sasrec", num_items=data.num_items, hidden=16))
+    teacher, _ = train(teacher, data.split("train"), data.split("valid"), TrainConfig(loss="ce", epochs=1), progress=False)
+    write_interchange(tmp_path / "teacher", teacher, data.split("train"), data.split("test"), 5,
+                      {"teacher_id": "tiny", "test": evaluate(teacher, data.split("test")), "valid": {"hr@20": 0.5}})
+    rows = comparison_table(tmp_path / "data", tmp_path / "teacher", tmp_path / "table", ["gru4rec"], ["alone", "dllm2rec"],
+                            SeqShape(hidden=16), TrainConfig(epochs=1, patience=1, distill_weight=0.5, seed=3), 0.3, seeds=2)
+    table = json.loads((tmp_path / "table" / "table.json").read_text())
+    runs = {(r["variant"], r["seed"]): r for r in table["runs"]}
+    assert set(runs) == {("alone", 3), ("alone", 4), ("dllm2rec", 3), ("dllm2rec", 4)}
+    assert runs[("alone", 3)]["distill_weight"] == 0 and runs[("dllm2rec", 3)]["distill_weight"] == 0.5
+    assert runs[("alone", 3)]["embed_weight"] == 0 and runs[("dllm2rec", 4)]["embed_weight"] == 0.3
+    distilled = next(r for r in rows if r["variant"] == "dllm2rec")
+    hr = [runs[("dllm2rec", s)]["test"]["hr@20"] for s in (3, 4)]
+    assert distilled["hr@20"] == pytest.approx(np.mean(hr)) and distilled["hr@20_std"] == pytest.approx(np.std(hr, ddof=1))
+    gains = [runs[("dllm2rec", s)]["test"]["hr@20"] / runs[("alone", s)]["test"]["hr@20"] - 1 for s in (3, 4)]
+    assert distilled["gain_hr@20"] == pytest.approx(np.mean(gains))
+    assert (tmp_path / "table" / "gru4rec-dllm2rec-seed4" / "model.pt").is_file()
+    markdown = (tmp_path / "table" / "table.md").read_text()
+    assert "over 2 seed(s)" in markdown and f"{distilled['hr@20']:.4f} ± {distilled['hr@20_std']:.4f}" in markdown
+    assert "Teacher tiny" in markdown

@@ -46,7 +46,8 @@ def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, co
     report["teacher_id"] = f"text-{shape.kind}-{shape.hidden}x{shape.layers}"
     save_checkpoint(model, out, report, {"titles": titles})
     write_interchange(out, model, data.split("train"), data.split("test"), k,
-                      {"teacher_id": report["teacher_id"], "backbone": str(backbone), "test": report["test"]})
+                      {"teacher_id": report["teacher_id"], "backbone": str(backbone), "test": report["test"],
+                       "valid": {k: v for k, v in report["valid"].items() if k != "epoch"}, "best_epoch": report["best_epoch"]})
     return report
 
 
@@ -72,51 +73,111 @@ def train_student(data_dir: Path, out: Path, shape: SeqShape, config: TrainConfi
     return report
 
 
-# Rows of the comparison table: name -> (ranking distillation λ, embedding weight, DistillWeights)
+# Rows of the comparison table: name -> which parts of DLLM2Rec it keeps (ranking distillation, embedding
+# distillation, and the γ weights of the ranking term, each relative to the table's settings).
 VARIANTS = {
-    "alone": (0.0, 0.0, DistillWeights()),
-    "dllm2rec": (0.8, 1.0, DistillWeights()),
-    "no-position": (0.8, 1.0, DistillWeights(position=0.0)),
-    "no-confidence": (0.8, 1.0, DistillWeights(confidence=0.0)),
-    "no-consistency": (0.8, 1.0, DistillWeights(consistency=0.0)),
-    "no-ranking-distill": (0.0, 1.0, DistillWeights()),
-    "no-embedding-distill": (0.8, 0.0, DistillWeights()),
+    "alone": dict(ranking=False, embedding=False),
+    "dllm2rec": dict(),
+    "no-position": dict(position=0.0),
+    "no-confidence": dict(confidence=0.0),
+    "no-consistency": dict(consistency=0.0),
+    "no-ranking-distill": dict(ranking=False),
+    "no-embedding-distill": dict(embedding=False),
 }
+METRICS = ("hr@10", "hr@20", "ndcg@10", "ndcg@20", "overlap@20")
+
+
+def variant_settings(variant: str, config: TrainConfig, embed_weight: float) -> tuple[TrainConfig, float]:
+    """The training config and embedding weight of one table row, from the table's DLLM2Rec settings."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
+    spec = dict(VARIANTS[variant])
+    ranking, embedding = spec.pop("ranking", True), spec.pop("embedding", True)
+    return (replace(config, distill_weight=config.distill_weight if ranking else 0.0, distill=replace(config.distill, **spec)),
+            embed_weight if embedding else 0.0)
 
 
 def comparison_table(data_dir: Path, teacher_dir: Path, out: Path, kinds: list[str], variants: list[str],
-                     shape: SeqShape, config: TrainConfig) -> list[dict]:
-    """Train every (student kind, variant), write table.json and table.md; the teacher is the first row.
+                     shape: SeqShape, config: TrainConfig, embed_weight: float, seeds: int = 1) -> list[dict]:
+    """Train every (student kind, variant) `seeds` times (seeds config.seed, +1, ...), write table.json and table.md.
 
-    Rows already in `out/table.json` for other (model, variant) pairs are kept, so a table can be
-    built in several runs.
+    Each row holds the mean and sample standard deviation of every test metric over its seeds, and a
+    distilled row the gain in HR@20 over the same student alone, paired seed by seed (mean ± std).
+    The teacher comes first with its test and validation HR@20 (its strength). Rows already in
+    `out/table.json` for other (model, variant) pairs are kept, so a table can be built in several runs.
+    The model of the first seed lies in `out/<model>-<variant>`, the others in `out/<model>-<variant>-seed<S>`.
     """
     info = json.loads((teacher_dir / "teacher.json").read_text())
-    previous = json.loads((out / "table.json").read_text()) if (out / "table.json").is_file() else []
-    rows = [{"model": "teacher", "variant": info.get("teacher_id"), **info.get("test", {})}]
-    rows += [r for r in previous if r["model"] != "teacher" and not (r["model"] in kinds and r["variant"] in variants)]
+    previous = json.loads((out / "table.json").read_text()) if (out / "table.json").is_file() else {}
+    runs = [r for r in previous.get("runs", []) if not (r["model"] in kinds and r["variant"] in variants)]
+    teacher = {"id": info.get("teacher_id"), "test": info.get("test", {}), "valid": info.get("valid", {}),
+               "folder": str(teacher_dir)}
     for kind in kinds:
         for variant in variants:
-            distill_weight, embed_weight, weights = VARIANTS[variant]
-            report = train_student(data_dir, out / f"{kind}-{variant}", replace(shape, kind=kind),
-                                   replace(config, distill_weight=distill_weight, distill=weights),
-                                   teacher_dir, embed_weight)
-            rows.append({"model": kind, "variant": variant, **report["test"], "best_epoch": report["best_epoch"],
-                         "train_seconds": report["train_seconds"]})
-            _write_table(rows, out)
+            row_config, row_embed = variant_settings(variant, config, embed_weight)
+            for index in range(seeds):
+                seed = config.seed + index
+                folder = out / (f"{kind}-{variant}" if index == 0 else f"{kind}-{variant}-seed{seed}")
+                report = train_student(data_dir, folder, replace(shape, kind=kind), replace(row_config, seed=seed),
+                                       teacher_dir, row_embed)
+                runs.append({"model": kind, "variant": variant, "seed": seed, "test": report["test"],
+                             "valid": {k: v for k, v in report["valid"].items() if k != "epoch"},
+                             "best_epoch": report["best_epoch"], "train_seconds": report["train_seconds"],
+                             "distill_weight": row_config.distill_weight, "embed_weight": row_embed})
+                _write_table(teacher, runs, out, {"data": str(data_dir), "seeds": seeds, "config": config.to_dict(),
+                                                  "embed_weight": embed_weight})
+    return summarise(runs)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One row per (model, variant): mean and std of each test metric over seeds, and the seed-paired HR@20 gain."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["model"], run["variant"]), []).append(run)
+    rows = []
+    for (model, variant), group in groups.items():
+        row = {"model": model, "variant": variant, "seeds": [r["seed"] for r in group],
+               "best_epochs": [r["best_epoch"] for r in group]}
+        for metric in METRICS:
+            values = [r["test"][metric] for r in group if metric in r["test"]]
+            if values:
+                row[metric], row[f"{metric}_std"] = _mean_std(values)
+        row["valid_hr@20"], row["valid_hr@20_std"] = _mean_std([r["valid"]["hr@20"] for r in group])
+        alone = {r["seed"]: r["test"]["hr@20"] for r in groups.get((model, "alone"), [])}
+        paired = [r["test"]["hr@20"] / alone[r["seed"]] - 1 for r in group if r["seed"] in alone]
+        if variant != "alone" and paired:
+            row["gain_hr@20"], row["gain_hr@20_std"] = _mean_std(paired)
+        rows.append(row)
     return rows
 
 
-def _write_table(rows: list[dict], out: Path) -> None:
+def _cell(mean: float | None, std: float | None, form: str) -> str:
+    if mean is None:
+        return ""
+    return format(mean, form) + ("" if std is None else " ± " + format(std, form.replace("+", "")))
+
+
+def _write_table(teacher: dict, runs: list[dict], out: Path, settings: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.json").write_text(json.dumps(rows, indent=2))
-    alone = {r["model"]: r["hr@20"] for r in rows if r["variant"] == "alone"}
-    columns = ["hr@10", "hr@20", "ndcg@10", "ndcg@20", "overlap@20"]
-    lines = ["| model | variant | " + " | ".join(columns) + " | HR@20 vs alone |", "|" + "---|" * (len(columns) + 3)]
+    rows = summarise(runs)
+    (out / "table.json").write_text(json.dumps({"teacher": teacher, "settings": settings, "rows": rows, "runs": runs}, indent=2))
+    seeds = max((len(r["seeds"]) for r in rows), default=0)
+    lines = [f"Teacher {teacher['id']}: test HR@20 {teacher['test'].get('hr@20', float('nan')):.4f}, "
+             f"validation HR@20 {teacher['valid'].get('hr@20', float('nan')):.4f}. "
+             f"Students: test metrics, mean ± std over {seeds} seed(s); HR@20 gain paired seed by seed.", "",
+             "| model | variant | " + " | ".join(METRICS) + " | HR@20 vs alone | teacher HR@20 |",
+             "|" + "---|" * (len(METRICS) + 4)]
+    lines.append("| teacher | " + f"{teacher['id']} | " + " | ".join(
+        _cell(teacher["test"].get(m), None, ".4f") for m in METRICS) + " |  |  |")
     for row in rows:
-        cells = [f"{row[c]:.4f}" if c in row else "" for c in columns]
-        gain = f"{row['hr@20'] / alone[row['model']] - 1:+.0%}" if row["model"] in alone and row["variant"] != "alone" else ""
-        lines.append(f"| {row['model']} | {row['variant']} | " + " | ".join(cells) + f" | {gain} |")
+        cells = [_cell(row.get(m), row.get(f"{m}_std"), ".4f") for m in METRICS]
+        gain = _cell(row.get("gain_hr@20"), row.get("gain_hr@20_std"), "+.0%")
+        strength = f"{teacher['test'].get('hr@20', float('nan')):.4f}" if row["variant"] != "alone" else ""
+        lines.append(f"| {row['model']} | {row['variant']} | " + " | ".join(cells) + f" | {gain} | {strength} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 

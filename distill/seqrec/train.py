@@ -28,7 +28,10 @@ class TrainConfig:
     dros_weight: float = 0.0
     distill_weight: float = 0.0  # λ of L_rec + λ L_distill; 0: no ranking distillation
     distill: DistillWeights = field(default_factory=DistillWeights)
+    candidates: int = 0  # K: the teacher's first K candidates per row are distilled (0: all it gave)
     seed: int = 0
+    threads: int = 1  # torch intra-op threads while training: these models are small, and on a shared 2-core
+    # machine two threads that wait on each other ran up to 10× slower than one (measured)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +67,15 @@ def _loss(model_scores, batch, config: TrainConfig, generator, propensity, teach
 def train(model: SeqRecommender, train_data: SeqDataset, valid: SeqDataset, config: TrainConfig,
           teacher: TeacherTargets | None = None, progress: bool = True) -> tuple[SeqRecommender, dict]:
     """Train with early stopping on validation NDCG@20; returns the best epoch's model and a report."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return _train(model, train_data, valid, config, teacher, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(model, train_data, valid, config, teacher, progress):
     if config.distill_weight and teacher is None:
         raise ValueError("ranking distillation needs the teacher's candidates (distill_weight > 0)")
     if teacher is not None and len(teacher.candidates) != len(train_data):
@@ -83,8 +95,9 @@ def train(model: SeqRecommender, train_data: SeqDataset, valid: SeqDataset, conf
             rows = order[start:start + config.batch_size]
             teacher_batch = None
             if teacher is not None and config.distill_weight:
-                teacher_batch = (torch.from_numpy(teacher.candidates[rows.numpy()]),
-                                 torch.from_numpy(teacher.distances[rows.numpy()]))
+                k = config.candidates or teacher.candidates.shape[1]
+                teacher_batch = (torch.from_numpy(teacher.candidates[rows.numpy(), :k]),
+                                 torch.from_numpy(teacher.distances[rows.numpy(), :k]))
             scores = model(history[rows], lengths[rows])
             loss = _loss(scores, (history[rows], lengths[rows], targets[rows]), config, generator, propensity, teacher_batch)
             optimizer.zero_grad()
