@@ -43,7 +43,12 @@ def test_label_store_content(teacher, data_path, tmp_path, judgments):
     assert store.read(split="validation")["split"].eq("validation").all()
 
 
-def test_resuming_with_other_settings_is_refused(teacher, data_path, tmp_path):
-    label(teacher, data_path, tmp_path / "labels", k=2, part_size=256, max_queries=3)
-    with pytest.raises(ValueError, match="different settings"):
-        label(teacher, data_path, tmp_path / "labels", k=5, part_size=256, max_queries=3)
+def test_other_settings_add_a_run_without_duplicating_pairs(teacher, data_path, tmp_path):
+    store = label(teacher, data_path, tmp_path / "labels", k=2, part_size=256, max_queries=3)
+    before = store.read()
+    label(teacher, data_path, tmp_path / "labels", k=5, part_size=256, max_queries=3)
+    after = store.read()
+    assert not after.duplicated(["query", "item_id", "teacher_id", "teacher_version"]).any()
+    assert len(after) > len(before) and len(store.manifest()["runs"]) == 2
+    again = after.merge(before, on=["query", "item_id"], suffixes=("", "_before"))
+    np.testing.assert_array_equal(again["teacher_score"], again["teacher_score_before"])  # kept, not rescored
