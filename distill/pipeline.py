@@ -361,16 +361,23 @@ def _percentiles(seconds: list[float]) -> dict:
 
 
 def _payloads(dataset: Dataset, index, count: int, candidates: int) -> list[tuple[str, list[str]]]:
-    text_of = dict(zip(dataset.items["item_id"], dataset.items["item_text"]))
-    queries = dataset.queries[dataset.queries["split"] != "train"]["query"].tolist() or dataset.queries["query"].tolist()
+    """Held-out queries (then training ones) with their `candidates` best BM25 items; where BM25 finds fewer
+    (small catalogues), the rest are other catalogue items, as a search backend's filler would be."""
+    ids, texts = list(dataset.items["item_id"]), list(dataset.items["item_text"])
+    text_of = dict(zip(ids, texts))
+    queries = dataset.queries.sort_values("split", key=lambda s: s.eq("train"), kind="stable")["query"].tolist()
     payloads = []
-    for query in queries:
-        hits = index.top_k(query, candidates)
-        if len(hits) < min(candidates, len(text_of)) // 2:
-            continue
-        payloads.append((query, [text_of[item] for item, _ in hits]))
-        if len(payloads) == count:
-            break
+    for position, query in enumerate(queries[:count]):
+        hits = [item for item, _ in index.top_k(query, candidates)]
+        chosen = set(hits)
+        start = (position * candidates) % max(1, len(ids))
+        for item in ids[start:] + ids[:start]:
+            if len(hits) >= candidates:
+                break
+            if item not in chosen:
+                hits.append(item)
+                chosen.add(item)
+        payloads.append((query, [text_of[item] for item in hits]))
     return payloads
 
 
