@@ -128,6 +128,7 @@ def seq_train(
     consistency: float = typer.Option(0.1, help="γ_o, consistency weight."),
     dros_weight: float = typer.Option(0.0, help="Weight of the DROS term added to BCE."),
     beta: float = typer.Option(1.0, help="β, temperature of the position weight."),
+    candidates: int = typer.Option(0, help="K: distil the teacher's first K candidates per row (0: all it wrote)."),
     hidden: int = typer.Option(64), epochs: int = typer.Option(EPOCHS), batch_size: int = typer.Option(256),
     lr: float = typer.Option(1e-3), patience: int = typer.Option(PATIENCE), seed: int = typer.Option(0),
 ) -> None:
@@ -139,7 +140,7 @@ def seq_train(
     from rankstill.distill.seqrec.stage import train_student
 
     config = replace(_seq_config(epochs, batch_size, lr, patience, "bce", dros_weight), distill_weight=distill_weight,
-                     distill=DistillWeights(position, confidence, consistency, beta), seed=seed)
+                     distill=DistillWeights(position, confidence, consistency, beta), seed=seed, candidates=candidates)
     distilling = distill_weight > 0 or embed_weight > 0
     report = train_student(data, out, SeqShape(kind=model, hidden=hidden), config, teacher if distilling else None, embed_weight)
     typer.echo(json.dumps({"best_epoch": report["best_epoch"], "valid": report["valid"], "test": report["test"]}, indent=2))
@@ -151,14 +152,16 @@ def seq_table(
     teacher: Path = typer.Option(Path("runs/seq/teacher")),
     out: Path = typer.Option(Path("runs/seq/table"), help="Where each student and table.md / table.json go."),
     models: str = typer.Option("sasrec,gru4rec,caser", help="Comma-separated students."),
-    variants: str = typer.Option("alone,dllm2rec,no-position,no-confidence,no-consistency,no-ranking-distill,no-embedding-distill",
-                                 help="Comma-separated rows per student (ablations switch one component off)."),
+    variants: str = typer.Option("alone,dllm2rec", help="Comma-separated rows per student: alone, dllm2rec, and the "
+                                 "ablations no-position, no-confidence, no-consistency, no-ranking-distill, "
+                                 "no-embedding-distill (each switches one component off)."),
     seeds: int = typer.Option(1, min=1, help="Train every row this many times (seeds --seed, --seed+1, ...): mean ± std."),
     seed: int = typer.Option(0, help="First seed."),
     distill_weight: float = typer.Option(DISTILL_WEIGHT, help="λ of the ranking-distillation term in distilled rows."),
     embed_weight: float = typer.Option(EMBED_WEIGHT, help="Weight of the projected teacher item embeddings in distilled rows."),
     position: float = typer.Option(0.3, help="γ_p."), confidence: float = typer.Option(0.5, help="γ_c."),
     consistency: float = typer.Option(0.1, help="γ_o."), beta: float = typer.Option(1.0, help="β of the position weight."),
+    candidates: int = typer.Option(0, help="K: distil the teacher's first K candidates per row (0: all it wrote)."),
     hidden: int = typer.Option(64), epochs: int = typer.Option(EPOCHS), patience: int = typer.Option(PATIENCE),
     lr: float = typer.Option(1e-3),
 ) -> None:
@@ -170,7 +173,7 @@ def seq_table(
     from rankstill.distill.seqrec.stage import comparison_table
 
     config = replace(_seq_config(epochs, 256, lr, patience, "bce"), seed=seed, distill_weight=distill_weight,
-                     distill=DistillWeights(position, confidence, consistency, beta))
+                     distill=DistillWeights(position, confidence, consistency, beta), candidates=candidates)
     comparison_table(data, teacher, out, models.split(","), variants.split(","), SeqShape(hidden=hidden), config,
                      embed_weight, seeds)
     typer.echo((out / "table.md").read_text())

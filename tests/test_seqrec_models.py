@@ -153,3 +153,22 @@ def test_table_with_seeds_reports_mean_std_and_paired_gains(tmp_path):
     markdown = (tmp_path / "table" / "table.md").read_text()
     assert "over 2 seed(s)" in markdown and f"{distilled['hr@20']:.4f} ± {distilled['hr@20_std']:.4f}" in markdown
     assert "Teacher tiny" in markdown
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "caser"])
+def test_training_loss_on_gathered_scores_equals_the_loss_on_all_scores(kind):
+    from rankstill.distill.seqrec.losses import DistillWeights, bce_sampled, ranking_distillation
+    from rankstill.distill.seqrec.train import _loss
+
+    torch.manual_seed(0)
+    model = build_model(SeqShape(kind=kind, num_items=300, hidden=16)).eval()  # eval: no dropout noise
+    history = torch.randint(0, 300, (32, 10))
+    lengths, targets = torch.full((32,), 10), torch.randint(0, 300, (32,))
+    candidates, distances = torch.randint(0, 300, (32, 5)), torch.rand(32, 5)
+    config = TrainConfig(distill_weight=0.7, distill=DistillWeights(0.3, 0.5, 0.4))
+    fast = _loss(model, (history, lengths, targets), config, torch.Generator().manual_seed(1), None, (candidates, distances))
+    generator = torch.Generator().manual_seed(1)
+    negatives = (targets + torch.randint(1, 300, targets.shape, generator=generator)) % 300
+    scores = model(history, lengths)
+    full = bce_sampled(scores, targets, negatives) + 0.7 * ranking_distillation(scores, candidates, distances, config.distill)
+    assert fast.item() == pytest.approx(full.item(), rel=1e-5)

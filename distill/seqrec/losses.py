@@ -49,19 +49,27 @@ class DistillWeights:
 
 
 def candidate_weights(scores: torch.Tensor, candidates: torch.Tensor, distances: torch.Tensor,
-                      weights: DistillWeights) -> torch.Tensor:
-    """Importance weights [batch, K] of the teacher's candidates, normalised per row."""
+                      weights: DistillWeights, student_top: torch.Tensor | None = None) -> torch.Tensor:
+    """Importance weights [batch, K] of the teacher's candidates, normalised per row.
+
+    `scores`: the student's scores over all items (its own top-K gives the consistency weight), or
+    pass that top-K as `student_top`."""
     k = candidates.shape[1]
-    ranks = torch.arange(1, k + 1, dtype=scores.dtype, device=scores.device)
+    ranks = torch.arange(1, k + 1, dtype=distances.dtype, device=distances.device)
     position = torch.softmax(-ranks / weights.beta, dim=0).expand(candidates.shape[0], k)
-    confidence = torch.softmax(-distances.to(scores.dtype), dim=1)
-    student_top = scores.detach().topk(k, dim=1).indices
-    consistency = (candidates[:, :, None] == student_top[:, None, :]).any(-1).to(scores.dtype)
+    confidence = torch.softmax(-distances.float(), dim=1)
+    if student_top is None:
+        student_top = scores.detach().topk(k, dim=1).indices
+    consistency = (candidates[:, :, None] == student_top[:, None, :]).any(-1).float()
     combined = weights.position * position + weights.confidence * confidence + weights.consistency * consistency
     return combined / combined.sum(1, keepdim=True).clamp(min=1e-12)
 
 
 def ranking_distillation(scores: torch.Tensor, candidates: torch.Tensor, distances: torch.Tensor,
                          weights: DistillWeights) -> torch.Tensor:
-    w = candidate_weights(scores, candidates, distances, weights)
-    return -(w * F.logsigmoid(scores.gather(1, candidates))).sum(1).mean()
+    return weighted_candidate_loss(scores.gather(1, candidates), candidate_weights(scores, candidates, distances, weights))
+
+
+def weighted_candidate_loss(candidate_scores: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """-Σ_k w_k log σ(s(c_k)), averaged over rows (candidate_scores and w: [batch, K])."""
+    return -(w * F.logsigmoid(candidate_scores)).sum(1).mean()

@@ -87,9 +87,18 @@ class SeqRecommender(nn.Module):
     def encode(self, embedded: torch.Tensor, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def state(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The row's final hidden state [batch, state_width], before the output layer."""
+        return self.encode(self.dropout(self.item_input(history)), history, lengths)
+
     def forward(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        embedded = self.dropout(self.item_input(history))
-        return self.output(self.encode(embedded, history, lengths))
+        return self.output(self.state(history, lengths))
+
+    def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of the given items only (items [batch, n] → [batch, n]), equal to forward()'s at those
+        columns: training needs a few scores per row, and the output layer's gradient then touches only them."""
+        weight = self.output.weight[items]  # [batch, n, width]
+        return torch.einsum("bd,bnd->bn", state, weight) + self.output.bias[items]
 
 
 def _last(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .data import SeqDataset
 from .evaluate import evaluate
-from .losses import DistillWeights, bce_sampled, dros, ranking_distillation
+from .losses import DistillWeights, bce_sampled, candidate_weights, dros, ranking_distillation, weighted_candidate_loss
 from .models import SeqRecommender
 
 
@@ -50,17 +50,31 @@ def item_propensity(train: SeqDataset) -> torch.Tensor:
     return torch.from_numpy(counts / counts.sum())
 
 
-def _loss(model_scores, batch, config: TrainConfig, generator, propensity, teacher_batch):
+def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensity, teacher_batch):
     history, lengths, targets = batch
-    num_items = model_scores.shape[1]
+    num_items = model.shape.num_items
     if config.loss == "ce":
-        return F.cross_entropy(model_scores, targets)
+        return F.cross_entropy(model(history, lengths), targets)
     negatives = (targets + torch.randint(1, num_items, targets.shape, generator=generator)) % num_items
-    loss = bce_sampled(model_scores, targets, negatives)
-    if config.dros_weight:
-        loss = loss + config.dros_weight * dros(model_scores, targets, propensity)
+    if config.dros_weight:  # DROS reads every item's score
+        scores = model(history, lengths)
+        loss = bce_sampled(scores, targets, negatives) + config.dros_weight * dros(scores, targets, propensity)
+        if teacher_batch is not None:
+            loss = loss + config.distill_weight * ranking_distillation(scores, *teacher_batch, config.distill)
+        return loss
+    # Only the scores the loss reads go through the output layer with gradients: the same loss, less work.
+    state = model.state(history, lengths)
+    items = torch.stack([targets, negatives], 1)
     if teacher_batch is not None:
-        loss = loss + config.distill_weight * ranking_distillation(model_scores, *teacher_batch, config.distill)
+        items = torch.cat([items, teacher_batch[0]], 1)
+    scores = model.score_items(state, items)
+    loss = -(F.logsigmoid(scores[:, 0]) + F.logsigmoid(-scores[:, 1])).mean()  # = bce_sampled
+    if teacher_batch is not None:
+        candidates, distances = teacher_batch
+        with torch.no_grad():  # the student's own top-K, for the consistency weight
+            student_top = model.output(state.detach()).topk(candidates.shape[1], dim=1).indices
+        w = candidate_weights(None, candidates, distances, config.distill, student_top)
+        loss = loss + config.distill_weight * weighted_candidate_loss(scores[:, 2:], w)
     return loss
 
 
@@ -98,8 +112,7 @@ def _train(model, train_data, valid, config, teacher, progress):
                 k = config.candidates or teacher.candidates.shape[1]
                 teacher_batch = (torch.from_numpy(teacher.candidates[rows.numpy(), :k]),
                                  torch.from_numpy(teacher.distances[rows.numpy(), :k]))
-            scores = model(history[rows], lengths[rows])
-            loss = _loss(scores, (history[rows], lengths[rows], targets[rows]), config, generator, propensity, teacher_batch)
+            loss = _loss(model, (history[rows], lengths[rows], targets[rows]), config, generator, propensity, teacher_batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
