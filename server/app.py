@@ -16,6 +16,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rankstill import __version__
@@ -50,7 +51,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     service.load()
     recommender = RecommendService(settings)
     shadow = ShadowScorer(settings.shadow, metrics.registry) if settings.shadow.teacher else None
-    app = FastAPI(title="rankstill", version=__version__, lifespan=_lifespan,
+    app = FastAPI(title="rankstill", version=__version__, lifespan=_lifespan, redirect_slashes=False,
                   description="Rerank (query, documents) with a distilled cross-encoder student.")
     app.state.runtime = Runtime(settings, metrics, service, recommender, shadow)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -58,7 +59,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         app.add_middleware(ApiKeyMiddleware, keys=settings.api_key)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts 401 and 413 too
     add_error_handlers(app, settings.retry_after, on_overload=metrics.rejected.inc)
-    app.include_router(router)
+    # With keys, the OpenAPI document says so (the middleware enforces them on every route).
+    app.include_router(router, dependencies=[Depends(HTTPBearer(auto_error=False))] if settings.api_key else [])
     return app
 
 
@@ -147,7 +149,8 @@ async def healthz():
 
 
 @router.get("/readyz", summary="Readiness: models loaded and warmed up",
-            responses={503: {"description": "Not ready (the backend is not up yet)"}})
+            responses={503: {"description": "Not ready (the backend is not up yet)",
+                             "content": {"application/json": {"schema": {"type": "object"}}}}})
 async def readyz(runtime: RuntimeDep):
     if not await asyncio.to_thread(runtime.service.is_ready):  # a remote backend is asked over the network
         return JSONResponse({"status": "not ready", "backend": runtime.settings.backend.value}, status_code=503)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StrictStr, Tag, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, StrictStr, Tag, field_validator
 
 from .config import LongDocuments
 from .service import Ranking, RerankQuery
@@ -31,6 +31,18 @@ def _unicode(text: str) -> str:
 Text = Annotated[StrictStr, AfterValidator(_unicode)]
 
 
+def _json_integer(value):
+    """A JSON integer: 3 or 3.0 (JSON Schema's integer), never "3" or true."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
+PositiveInteger = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
+
+
 def _not_blank(query: str) -> str:
     if not query.strip():
         raise ValueError("query must not be empty")
@@ -43,22 +55,37 @@ def _not_empty(documents: list) -> list:
     return documents
 
 
-class _Dialect(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # clients send fields of their own (rank_fields, ...)
+# The schema states what the validators check (so generated clients and contract tests know), while
+# the validators give the error messages.
+NOT_BLANK = {"minLength": 1, "pattern": r"\S"}
+NOT_EMPTY = {"minItems": 1}
 
-    query: Text = Field(description="The search query.", examples=["cordless drill"])
+
+class _Dialect(BaseModel):
+    # Strict: `"2"` is not a number and `0` not a boolean. Unknown fields are ignored: clients send
+    # fields of their own (rank_fields, max_chunks_per_doc, ...).
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    query: Text = Field(description="The search query.", examples=["cordless drill"], json_schema_extra=NOT_BLANK)
     model: str | None = Field(None, description="Model in the repository (or an alias); a name the server does not "
                               "hold gets the default model unless the server runs with --strict-models.")
-    long_documents: LongDocuments | None = Field(None, description="Pairs longer than the model's window: `truncate`, "
-                                                 "or `chunk` (overlapping windows, best score kept); default: the server's.")
+    long_documents: Literal["truncate", "chunk"] | None = Field(
+        None, description="Pairs longer than the model's window: `truncate`, or `chunk` (overlapping windows, best "
+        "score kept); default: the server's.")
 
     _query_not_blank = field_validator("query")(_not_blank)
+
+    @property
+    def long_documents_mode(self) -> LongDocuments | None:
+        return LongDocuments(self.long_documents) if self.long_documents else None
 
 
 # Jina / Cohere v1
 
 class DocumentObject(BaseModel):
     """A document given as an object (Cohere v1 accepts `{"text": ...}`)."""
+
+    model_config = ConfigDict(strict=True)
 
     text: Text
 
@@ -87,15 +114,15 @@ class RerankResponse(BaseModel):
 class CohereV1Request(_Dialect):
     """Jina / Cohere v1: `documents` as strings or `{"text": ...}`."""
 
-    documents: list[Union[Text, DocumentObject]] = Field(description="Candidates to rank.")
-    top_n: int | None = Field(None, ge=1, description="Return only the n best.")
+    documents: list[Union[Text, DocumentObject]] = Field(description="Candidates to rank.", json_schema_extra=NOT_EMPTY)
+    top_n: PositiveInteger | None = Field(None, description="Return only the n best.")
     return_documents: bool = Field(True, description="Echo each document in the results.")
 
     _documents_not_empty = field_validator("documents")(_not_empty)
 
     def to_query(self) -> RerankQuery:
         return RerankQuery(self.query, [d if isinstance(d, str) else d.text for d in self.documents], self.model,
-                           self.long_documents)
+                           self.long_documents_mode)
 
     def respond(self, query: RerankQuery, ranking: Ranking) -> RerankResponse:
         scores = ranking.scores
@@ -120,7 +147,7 @@ class TeiRequest(_Dialect):
     """TEI: `texts`; one result per text, best first. As in TEI, `model` is ignored (the default model
     answers) and `top_n` is not part of the shape."""
 
-    texts: list[Text] = Field(description="Candidates to rank.")
+    texts: list[Text] = Field(description="Candidates to rank.", json_schema_extra=NOT_EMPTY)
     raw_scores: bool = Field(False, description="Return raw logits instead of sigmoid scores.")
     return_text: bool = Field(False, description="Echo each text in the results.")
     truncate: bool | None = Field(None, description="false: a pair longer than the model's window is refused (413); "
@@ -131,7 +158,7 @@ class TeiRequest(_Dialect):
     _texts_not_empty = field_validator("texts")(_not_empty)
 
     def to_query(self) -> RerankQuery:
-        return RerankQuery(self.query, list(self.texts), None, self.long_documents,
+        return RerankQuery(self.query, list(self.texts), None, self.long_documents_mode,
                            truncate=self.truncate is not False, cut_left=self.truncation_direction.lower() == "left")
 
     def respond(self, query: RerankQuery, ranking: Ranking) -> list[TeiResult]:
@@ -174,15 +201,15 @@ class CohereV2Response(BaseModel):
 
 
 class CohereV2Request(_Dialect):
-    documents: list[Text] = Field(description="Candidates to rank.")
-    top_n: int | None = Field(None, ge=1, description="Return only the n best.")
-    max_tokens_per_doc: int | None = Field(None, ge=1, description="Each document is cut to this many tokens first "
+    documents: list[Text] = Field(description="Candidates to rank.", json_schema_extra=NOT_EMPTY)
+    top_n: PositiveInteger | None = Field(None, description="Return only the n best.")
+    max_tokens_per_doc: PositiveInteger | None = Field(None, description="Each document is cut to this many tokens first "
                                            "(then the pair to the model's window).")
 
     _documents_not_empty = field_validator("documents")(_not_empty)
 
     def to_query(self) -> RerankQuery:
-        return RerankQuery(self.query, list(self.documents), self.model, self.long_documents,
+        return RerankQuery(self.query, list(self.documents), self.model, self.long_documents_mode,
                            document_tokens=self.max_tokens_per_doc)
 
     def respond(self, query: RerankQuery, ranking: Ranking) -> CohereV2Response:

@@ -44,9 +44,12 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES = {code: {"model": ErrorBody, "description": description} for code, description in (
+    (400, "Malformed HTTP (e.g. a Content-Length that is not a number)"),
     (401, "Missing or wrong API key (when the server has keys)"),
     (404, "Unknown model (with --strict-models) or nothing to serve"),
+    (408, "The request's headers and body did not arrive within the request timeout"),
     (413, "Request body too large, or a pair too long with truncate=false"),
+    (415, "The body is not sent as JSON"),
     (422, "Invalid request: `detail` says what is wrong"),
     (503, "Overloaded or the backend is unavailable: retry after Retry-After seconds"),
     (504, "The backend did not answer in time"),

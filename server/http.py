@@ -62,8 +62,19 @@ class _GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if not self.transport.is_closing():
             if self.cycle is None or not self.cycle.response_started:
-                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                self.transport.write(_json_response(408, "Request Timeout", f"the request's headers and body did not "
+                                                    f"arrive within {self.request_timeout} s"))
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:  # malformed HTTP: the same JSON `detail` as every other error
+        self.transport.write(_json_response(400, "Bad Request", msg))
+        self.transport.close()
+
+
+def _json_response(status: int, reason: str, detail: str) -> bytes:
+    body = json.dumps({"detail": detail}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n").encode() + body
 
 
 def guarded_protocol(max_connections: int, request_timeout: float) -> type[HttpToolsProtocol]:
@@ -129,19 +140,37 @@ class ApiKeyMiddleware:
         return scheme.lower() == b"bearer" and any(hmac.compare_digest(token.strip(), key) for key in self.keys)
 
 
+def _parse_json(body: bytes):
+    """JSON, or a `JSONDecodeError` (answered 422) for anything that is not: bytes that are not
+    UTF-8, nesting too deep, numbers too long."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise json.JSONDecodeError(f"not a JSON document in UTF-8 ({type(error).__name__}: {error})",
+                                   body.decode("utf-8", "replace")[:100], 0) from None
+
+
 class _OffloadedJsonRequest(Request):
     async def json(self):
         if not hasattr(self, "_json"):
             body = await self.body()
-            self._json = await asyncio.to_thread(json.loads, body) if len(body) > PARSE_ON_THREAD_BYTES else json.loads(body)
+            self._json = await asyncio.to_thread(_parse_json, body) if len(body) > PARSE_ON_THREAD_BYTES else _parse_json(body)
         return self._json
 
 
 class OffloadedJsonRoute(APIRoute):
+    """Bodies must be JSON (415 otherwise, naming the content type); large ones are parsed on a thread."""
+
     def get_route_handler(self):
         handler = super().get_route_handler()
 
         async def route(request: Request):
+            content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+            if request.method == "POST" and not (content_type == "application/json" or content_type.endswith("+json")):
+                return JSONResponse({"detail": f"send the body as JSON with `Content-Type: application/json` "
+                                               f"(got {content_type!r})"}, status_code=415)
             return await handler(_OffloadedJsonRequest(request.scope, request.receive))
 
         return route

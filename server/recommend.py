@@ -21,7 +21,7 @@ MAX_LISTED_IDS = 10  # unknown ids named in an error message
 class RecommendRequest(BaseModel):
     """Next-item recommendation from a user's recent history (catalogue ids, oldest first)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     history: list[int] = Field(min_length=1, description="Item ids the user interacted with, oldest first "
                                "(at most the model's window, see `GET /info`).", examples=[[50, 172, 181]])
