@@ -164,6 +164,8 @@ def seq_table(
     candidates: int = typer.Option(0, help="K: distil the teacher's first K candidates per row (0: all it wrote)."),
     hidden: int = typer.Option(64), epochs: int = typer.Option(EPOCHS), patience: int = typer.Option(PATIENCE),
     lr: float = typer.Option(1e-3),
+    watch_test: bool = typer.Option(False, help="Study tool: log test metrics after every epoch in each report "
+                                    "(never used to choose the epoch or stop)."),
 ) -> None:
     """Test-set HR@10/20, NDCG@10/20 and overlap@20 of every student without and with distillation, and the teacher."""
     from dataclasses import replace
@@ -175,7 +177,7 @@ def seq_table(
     config = replace(_seq_config(epochs, 256, lr, patience, "bce"), seed=seed, distill_weight=distill_weight,
                      distill=DistillWeights(position, confidence, consistency, beta), candidates=candidates)
     comparison_table(data, teacher, out, models.split(","), variants.split(","), SeqShape(hidden=hidden), config,
-                     embed_weight, seeds)
+                     embed_weight, seeds, watch_test)
     typer.echo((out / "table.md").read_text())
 
 

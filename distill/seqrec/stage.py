@@ -52,7 +52,7 @@ def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, co
 
 
 def train_student(data_dir: Path, out: Path, shape: SeqShape, config: TrainConfig,
-                  teacher_dir: Path | None = None, embed_weight: float = 0.0) -> dict:
+                  teacher_dir: Path | None = None, embed_weight: float = 0.0, watch_test: bool = False) -> dict:
     """A student with BCE, plus DLLM2Rec ranking (config.distill_weight) and embedding (embed_weight) distillation."""
     data = SeqData.open(data_dir)
     teacher: TeacherOutputs | None = load_interchange(teacher_dir, data) if teacher_dir else None
@@ -63,7 +63,8 @@ def train_student(data_dir: Path, out: Path, shape: SeqShape, config: TrainConfi
     torch.manual_seed(config.seed)  # the initial weights too, so a run repeats
     model = build_model(replace(shape, text_dim=0 if external is None else external.shape[1]), external, embed_weight)
     model, report = train(model, data.split("train"), data.split("valid"), config,
-                          teacher.targets if teacher is not None and config.distill_weight else None)
+                          teacher.targets if teacher is not None and config.distill_weight else None,
+                          watch=data.split("test") if watch_test else None)
     model.item_input.fold()
     model.shape.text_dim = 0
     test = data.split("test")
@@ -98,7 +99,8 @@ def variant_settings(variant: str, config: TrainConfig, embed_weight: float) -> 
 
 
 def comparison_table(data_dir: Path, teacher_dir: Path, out: Path, kinds: list[str], variants: list[str],
-                     shape: SeqShape, config: TrainConfig, embed_weight: float, seeds: int = 1) -> list[dict]:
+                     shape: SeqShape, config: TrainConfig, embed_weight: float, seeds: int = 1,
+                     watch_test: bool = False) -> list[dict]:
     """Train every (student kind, variant) `seeds` times (seeds config.seed, +1, ...), write table.json and table.md.
 
     Each row holds the mean and sample standard deviation of every test metric over its seeds, and a
@@ -119,7 +121,7 @@ def comparison_table(data_dir: Path, teacher_dir: Path, out: Path, kinds: list[s
                 seed = config.seed + index
                 folder = out / (f"{kind}-{variant}" if index == 0 else f"{kind}-{variant}-seed{seed}")
                 report = train_student(data_dir, folder, replace(shape, kind=kind), replace(row_config, seed=seed),
-                                       teacher_dir, row_embed)
+                                       teacher_dir, row_embed, watch_test)
                 runs.append({"model": kind, "variant": variant, "seed": seed, "test": report["test"],
                              "valid": {k: v for k, v in report["valid"].items() if k != "epoch"},
                              "best_epoch": report["best_epoch"], "train_seconds": report["train_seconds"],

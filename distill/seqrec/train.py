@@ -79,17 +79,22 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
 
 
 def train(model: SeqRecommender, train_data: SeqDataset, valid: SeqDataset, config: TrainConfig,
-          teacher: TeacherTargets | None = None, progress: bool = True) -> tuple[SeqRecommender, dict]:
-    """Train with early stopping on validation NDCG@20; returns the best epoch's model and a report."""
+          teacher: TeacherTargets | None = None, progress: bool = True,
+          watch: SeqDataset | None = None) -> tuple[SeqRecommender, dict]:
+    """Train with early stopping on validation NDCG@20; returns the best epoch's model and a report.
+
+    `watch` (a study tool): also evaluate these rows after every epoch and log them as the epoch's
+    `watch` metrics; they never take part in choosing the epoch or stopping. With a long patience,
+    the log shows what any shorter patience would have chosen (training does not depend on it)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return _train(model, train_data, valid, config, teacher, progress)
+        return _train(model, train_data, valid, config, teacher, progress, watch)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(model, train_data, valid, config, teacher, progress):
+def _train(model, train_data, valid, config, teacher, progress, watch):
     if config.distill_weight and teacher is None:
         raise ValueError("ranking distillation needs the teacher's candidates (distill_weight > 0)")
     if teacher is not None and len(teacher.candidates) != len(train_data):
@@ -119,6 +124,8 @@ def _train(model, train_data, valid, config, teacher, progress):
             total += loss.item() * len(rows)
         metrics = evaluate(model, valid)
         history_log.append({"epoch": epoch + 1, "loss": total / len(order), **metrics})
+        if watch is not None:
+            history_log[-1]["watch"] = evaluate(model, watch)
         if metrics["ndcg@20"] > best["ndcg@20"]:
             best = {"epoch": epoch + 1, **metrics}
             best_state = copy.deepcopy(model.state_dict())
