@@ -33,6 +33,7 @@ class StudentShape:
     max_length: int = 64
     dropout: float = 0.1
     identity_attention: bool = False
+    init_layers: str = ""  # e.g. "0,2,4": start from these layers of the backbone (width = backbone's)
 
 
 def build_student(shape: StudentShape, backbone_dir: Path) -> BertForSequenceClassification:
@@ -46,6 +47,9 @@ def build_student(shape: StudentShape, backbone_dir: Path) -> BertForSequenceCla
         hidden_dropout_prob=shape.dropout, attention_probs_dropout_prob=shape.dropout,
     )
     student = BertForSequenceClassification(config)
+    if shape.init_layers:
+        _copy_backbone_layers(student, backbone_dir, [int(i) for i in shape.init_layers.split(",")])
+        return student
     _project_embeddings(student, backbone_dir, shape.hidden)
     if shape.identity_attention:
         _identity_query_key(student)
@@ -63,6 +67,30 @@ def _identity_query_key(student: BertForSequenceClassification) -> None:
             for projection in (layer.attention.self.query, layer.attention.self.key):
                 projection.weight.copy_(torch.eye(projection.weight.shape[0]))
                 projection.bias.zero_()
+
+
+def _copy_backbone_layers(student: BertForSequenceClassification, backbone_dir: Path, layers: list[int]) -> None:
+    """Start from the backbone itself: its embeddings, the chosen encoder layers (student layer n = backbone
+    layer layers[n]), pooler and classifier where present. The student's width must be the backbone's;
+    a fine-tuned teacher checkpoint as backbone gives a student initialised from the teacher's own layers."""
+    if len(layers) != student.config.num_hidden_layers:
+        raise ValueError(f"init_layers names {len(layers)} layers for a {student.config.num_hidden_layers}-layer student")
+    weights = {name.removeprefix("bert."): tensor for name, tensor in load_file(str(backbone_dir / "model.safetensors")).items()}
+    state = student.state_dict()
+    copied = {}
+    for name in state:
+        source = name.removeprefix("bert.")
+        if source.startswith("encoder.layer."):
+            index, rest = source.removeprefix("encoder.layer.").split(".", 1)
+            source = f"encoder.layer.{layers[int(index)]}.{rest}"
+        if source in weights and weights[source].shape == state[name].shape:
+            copied[name] = weights[source].float()
+        elif source in weights and name.startswith("bert.embeddings.position") and weights[source].shape[1] == state[name].shape[1]:
+            copied[name] = weights[source][: state[name].shape[0]].float()
+        elif source in weights:
+            raise ValueError(f"{name}: backbone has shape {tuple(weights[source].shape)}, student {tuple(state[name].shape)} "
+                             "(init_layers needs the backbone's width, heads and intermediate size)")
+    student.load_state_dict(copied, strict=False)
 
 
 def _project_embeddings(student: BertForSequenceClassification, backbone_dir: Path, width: int) -> None:

@@ -15,7 +15,7 @@ from rankstill.label_store import LabelStore
 from rankstill.pair_tokenizer import PairTokenizer
 
 from .evaluate import agreement_report, gain_retention, print_report, ranking_report, save_report
-from .losses import margin_mse, soft_bce
+from .losses import margin_mse, ranking_loss, soft_bce
 from .student import StudentShape, build_student, save_student, score_pairs
 from .schedule import warmup_linear_decay
 
@@ -41,11 +41,14 @@ def student_logits(student, tokenizer: PairTokenizer, queries: list[str], items:
     return torch.cat(outputs)[torch.from_numpy(np.argsort(np.concatenate(rows), kind="stable"))]
 
 
-def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: float) -> torch.Tensor:
-    """Margin-MSE over each query's items, plus `bce_weight` × soft BCE against σ(teacher)."""
+def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: float, loss: str = "margin-mse",
+                      temperature: float = 1.0, flat: torch.Tensor | None = None) -> torch.Tensor:
+    """`loss` (Margin-MSE by default; listwise or ranknet, see distill/losses.py) over each query's items,
+    plus `bce_weight` × soft BCE against σ(teacher). `flat`: the pairs' logits when already computed."""
     queries = [query for query, items, _ in lists for _ in items]
     items = [item for _, items, _ in lists for item in items]
-    flat = student_logits(student, tokenizer, queries, items)
+    if flat is None:
+        flat = student_logits(student, tokenizer, queries, items)
     width = max(len(items) for _, items, _ in lists)
     scores = torch.zeros(len(lists), width)
     teacher = torch.zeros(len(lists), width)
@@ -57,10 +60,42 @@ def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: floa
         teacher[row, :n] = torch.tensor(row_teacher)
         mask[row, :n] = True
         offset += n
-    loss = margin_mse(scores, teacher, mask)
+    value = margin_mse(scores, teacher, mask) if loss == "margin-mse" else \
+        ranking_loss(loss, scores, teacher, mask, temperature)
     if bce_weight:
-        loss = loss + bce_weight * soft_bce(scores[mask], torch.sigmoid(teacher[mask]))
-    return loss
+        value = value + bce_weight * soft_bce(scores[mask], torch.sigmoid(teacher[mask]))
+    return value
+
+
+def two_head_logits(student, aux_head: torch.nn.Linear, tokenizer: PairTokenizer, queries: list[str],
+                    items: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Served-head and auxiliary-head logits of all pairs from one shared trunk (pooled [CLS])."""
+    pairs = tokenizer.tokenize(queries, items)
+    served, aux, rows = [], [], []
+    for chunk_rows, batch in pairs.chunks(math.ceil(len(pairs) / 4)):
+        feeds = {name: torch.from_numpy(value) for name, value in batch.as_feeds().items()}
+        pooled = student.dropout(student.bert(**feeds)[1])
+        served.append(student.classifier(pooled)[:, 0])
+        aux.append(aux_head(pooled)[:, 0])
+        rows.append(chunk_rows)
+    order = torch.from_numpy(np.argsort(np.concatenate(rows), kind="stable"))
+    return torch.cat(served)[order], torch.cat(aux)[order]
+
+
+def auxiliary_head_loss(student, aux_head, tokenizer: PairTokenizer, lists, human: list[np.ndarray],
+                        bce_weight: float, loss: str, temperature: float) -> torch.Tensor:
+    """Google's auxiliary distillation head: the teacher's logits are fitted by a separate head
+    (the distillation loss), the served head by soft BCE against human labels where a pair has one;
+    both share the trunk and only the served head is kept."""
+    queries = [query for query, items, _ in lists for _ in items]
+    items = [item for _, items, _ in lists for item in items]
+    served, aux = two_head_logits(student, aux_head, tokenizer, queries, items)
+    value = distillation_loss(student, tokenizer, lists, bce_weight, loss, temperature, flat=aux)
+    labels = torch.from_numpy(np.concatenate(human).astype(np.float32))
+    known = ~torch.isnan(labels)
+    if known.any():
+        value = value + soft_bce(served[known], labels[known])
+    return value
 
 
 TEACHER_GAINS = ("no judgments: NDCG@10 with the teacher's sigmoid(logit) as gains (the teacher's own order is "
@@ -98,16 +133,30 @@ def evaluate_student(student, tokenizer: PairTokenizer, pairs: pd.DataFrame) -> 
 def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: StudentShape,
                   epochs: int, queries_per_step: int, max_items: int, lr: float,
                   bce_weight: float, max_steps: int | None = None, seed: int = 0,
-                  freeze_word_embeddings: bool = False, teacher: str | None = None, progress: bool = True) -> dict:
-    """`teacher` (`id` or `id@version`) picks one teacher's labels from a shared store."""
+                  freeze_word_embeddings: bool = False, teacher: str | None = None, progress: bool = True,
+                  loss: str = "margin-mse", temperature: float = 1.0, extra_labels: list[Path] = (),
+                  train_filter=None, aux_head: bool = False) -> dict:
+    """`teacher` (`id` or `id@version`) picks one teacher's labels from a shared store.
+
+    `loss`: margin-mse, listwise or ranknet (`temperature` for the last two); `extra_labels`: more
+    stores (augmented pairs from `rankstill augment`) whose training pairs join the main store's;
+    `train_filter`: a function of the training frame that returns the rows to train on (sweeps);
+    `aux_head`: fit the teacher with an auxiliary head and the served head to human labels."""
     store = LabelStore(labels_dir)
     train_labels = store.read(split="train", teacher_id=teacher)
+    extra = [LabelStore(path).read(split="train", teacher_id=teacher) for path in extra_labels]
+    if extra:
+        train_labels = pd.concat([train_labels, *extra], ignore_index=True)
+    if train_filter is not None:
+        train_labels = train_filter(train_labels)
     if train_labels.empty:
         raise ValueError(f"label store {labels_dir} has no training labels" + (f" from teacher {teacher}" if teacher else ""))
     keys = {f"{i}@{v}" for i, v in zip(train_labels["teacher_id"], train_labels["teacher_version"])}
     if len(keys) > 1:
         raise ValueError(f"label store {labels_dir} holds labels of several teachers {sorted(keys)}: pick one with --teacher")
     train_lists = query_lists(train_labels, max_items)
+    human_lists = [group.drop_duplicates("item_id").head(max_items)["human_label"].to_numpy(np.float64)
+                   for _, group in train_labels.groupby("query", sort=False)] if aux_head else None
     teacher_ids = sorted(set(train_labels["teacher_id"]))
     validation = heldout(store, "validation", teacher)
 
@@ -119,7 +168,8 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     student.bert.embeddings.word_embeddings.weight.requires_grad_(not freeze_word_embeddings)
     steps_per_epoch = math.ceil(len(train_lists) / queries_per_step)
     total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
-    trainable = [p for p in student.parameters() if p.requires_grad]
+    aux = torch.nn.Linear(student.config.hidden_size, 1) if aux_head else None
+    trainable = [p for p in student.parameters() if p.requires_grad] + (list(aux.parameters()) if aux else [])
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
     schedule = warmup_linear_decay(optimizer, total)
 
@@ -135,14 +185,19 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
         for start in range(0, len(order), queries_per_step):
             if step >= total:
                 break
-            batch = [train_lists[i] for i in order[start:start + queries_per_step]]
-            loss = distillation_loss(student, tokenizer, batch, bce_weight)
-            loss.backward()
+            chosen = order[start:start + queries_per_step]
+            batch = [train_lists[i] for i in chosen]
+            if aux is not None:
+                value = auxiliary_head_loss(student, aux, tokenizer, batch, [human_lists[i] for i in chosen],
+                                            bce_weight, loss, temperature)
+            else:
+                value = distillation_loss(student, tokenizer, batch, bce_weight, loss, temperature)
+            value.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(value.item())
             step += 1
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
@@ -165,6 +220,9 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
         "validation": best_report, "history": history,
         "test": evaluate_student(student, tokenizer, test) if len(test) else None,
         "labels": str(labels_dir), "freeze_word_embeddings": freeze_word_embeddings,
+        "loss": loss, "temperature": temperature, "bce_weight": bce_weight, "aux_head": aux_head,
+        "extra_labels": [str(path) for path in extra_labels],
+        "train_sources": {str(k): int(v) for k, v in train_labels["source"].value_counts().items()},
     }
     save_student(student, out, backbone_dir / "tokenizer.json", shape,
                  {"report": final, "teacher_ids": teacher_ids})

@@ -149,15 +149,21 @@ def train_command(
     lr: float = typer.Option(1e-3), bce_weight: float = typer.Option(0.1, help="Weight of the pointwise soft-BCE term."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
     teacher: Optional[str] = typer.Option(None, help="Train on this teacher's labels (id or id@version) when the store holds several."),
+    loss: str = typer.Option("margin-mse", help="Ranking loss: margin-mse (all pairs), listwise (softmax cross-entropy against the teacher) or ranknet (soft pairwise preferences)."),
+    temperature: float = typer.Option(1.0, help="Temperature of the listwise and ranknet losses."),
+    extra_labels: list[Path] = typer.Option([], help="More label stores (e.g. from `rankstill augment`) whose training pairs join --labels'; repeatable."),
+    aux_head: bool = typer.Option(False, help="Fit the teacher with an auxiliary head and the served head to human labels (shared trunk)."),
+    init_layers: str = typer.Option("", help="Start from these layers of --backbone, e.g. 0,2,4 (student width, heads and intermediate size must be the backbone's)."),
 ) -> None:
     """Train a small cross-encoder student on teacher labels with all-pairs Margin-MSE (+ soft BCE)."""
     from rankstill.distill.student import StudentShape
     from rankstill.distill.teacher import default_backbone
     from rankstill.distill.train_student import train_student
 
-    shape = StudentShape(layers, hidden, heads, intermediate, max_length, dropout, identity_attention)
+    shape = StudentShape(layers, hidden, heads, intermediate, max_length, dropout, identity_attention, init_layers)
     train_student(labels, out, backbone or default_backbone(), shape, epochs, queries_per_step,
-                  max_items, lr, bce_weight, max_steps, freeze_word_embeddings=freeze_word_embeddings, teacher=teacher)
+                  max_items, lr, bce_weight, max_steps, freeze_word_embeddings=freeze_word_embeddings, teacher=teacher,
+                  loss=loss, temperature=temperature, extra_labels=extra_labels, aux_head=aux_head)
 
 
 @app.command("export")
@@ -387,6 +393,127 @@ def bench_command(
         typer.echo("budget failures:\n  " + "\n  ".join(results["failures"]), err=True)
         raise typer.Exit(1)
 
+
+
+sweep_app = typer.Typer(help="Student quality against data size and against student size.", no_args_is_help=True)
+app.add_typer(sweep_app, name="sweep")
+
+
+def _distill_data(config: Optional[Path], data: Path):
+    from rankstill.distill.dataset import load_dataset
+    from rankstill.distill.label import homedepot
+
+    if config is not None:
+        from rankstill.distill.pipeline import load_config
+
+        return load_dataset(load_config(config).data)
+    return load_dataset(homedepot(data))
+
+
+@app.command("augment")
+def augment_command(
+    source: str = typer.Argument(..., help="bm25-deep (BM25 ranks below the first --skip), random (catalogue items) or new-query (title spans as new queries, with their BM25 top --per-query)."),
+    pairs: int = typer.Option(25000, help="Pairs to label."),
+    teacher: Path = typer.Option(Path("runs/teacher"), help="Local teacher checkpoint (HF directory) or ONNX entry."),
+    teacher_id: Optional[str] = typer.Option(None, help="Teacher id stored with each label; must match the main store's to train together."),
+    out: Path = typer.Option(Path("runs/augment"), help="Label store to write into (keep it apart from the main one; pass it to `rankstill train --extra-labels`)."),
+    per_query: int = typer.Option(8, help="Pairs per query."),
+    skip: int = typer.Option(8, help="bm25-deep: BM25 ranks already taken by `rankstill label -k`."),
+    max_queries: Optional[int] = typer.Option(None, help="Use only this many queries per split (must match the main store's run)."),
+    seed: int = typer.Option(0), batch_size: int = typer.Option(64), max_length: int = typer.Option(64),
+    data: Path = DataOption,
+    config: Optional[Path] = typer.Option(None, "--config", help="A distil config (YAML) whose `data` section replaces --data."),
+) -> None:
+    """Label more training pairs with the teacher: deeper BM25 candidates, random items, or new queries from the catalogue."""
+    from rankstill.distill.augment import augment
+    from rankstill.distill.teachers import TeacherConfig, build_teacher
+
+    dataset = _distill_data(config, data).limit_queries(max_queries)
+    options = {"checkpoint": teacher, "max_length": max_length, **({"id": teacher_id} if teacher_id else {})}
+    result = augment(build_teacher(TeacherConfig(**options)), dataset, out, source, pairs, per_query, skip, seed,
+                     batch_size=batch_size)
+    typer.echo(json.dumps(result))
+
+
+def _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps) -> dict:
+    return {"epochs": epochs, "queries_per_step": queries_per_step, "max_items": max_items, "lr": lr,
+            "bce_weight": bce_weight, "loss": loss, "temperature": temperature, "max_steps": max_steps,
+            "freeze_word_embeddings": True}
+
+
+@sweep_app.command("data-size")
+def sweep_data_size(
+    labels: Path = typer.Option(Path("runs/labels"), help="Main label store (judged pairs and their BM25 candidates)."),
+    extra_labels: list[Path] = typer.Option(..., help="Store(s) of augmented pairs from `rankstill augment`; repeatable."),
+    out: Path = typer.Option(Path("runs/sweep/data-size"), help="Folder for the students, data_size.json and data_size.png."),
+    sizes: str = typer.Option("0,25000,50000,100000", help="Augmented pairs per point, comma-separated."),
+    sources: str = typer.Option("bm25-deep,random,new-query", help="Augmentation sources to draw from."),
+    layers: int = typer.Option(2), hidden: int = typer.Option(128),
+    epochs: int = typer.Option(4), queries_per_step: int = typer.Option(16), max_items: int = typer.Option(32),
+    lr: float = typer.Option(1e-3), bce_weight: float = typer.Option(0.1),
+    loss: str = typer.Option("margin-mse"), temperature: float = typer.Option(1.0),
+    max_steps: Optional[int] = typer.Option(None), seed: int = typer.Option(0),
+    backbone: Optional[Path] = typer.Option(None, help="Tokenizer and embeddings to start from; default all-MiniLM-L6-v2."),
+) -> None:
+    """Student quality against the number of teacher-labelled augmented pairs (same student; validation only)."""
+    from rankstill.distill.sweep import data_size_sweep, parse_shape
+    from rankstill.distill.teacher import default_backbone
+
+    result = data_size_sweep(labels, extra_labels, out, [int(v) for v in sizes.split(",")], backbone or default_backbone(),
+                             parse_shape(f"{layers}x{hidden}"),
+                             _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps),
+                             tuple(sources.split(",")), seed)
+    for row in result["rows"]:
+        typer.echo(f"{row['augmented_pairs']:>8} augmented pairs: student {row['validation_ndcg@10']['student']:.4f}, "
+                   f"retention {row['validation_retention']:.1%}")
+    typer.echo(f"{result['json']}, {result['png']}")
+
+
+@sweep_app.command("frontier")
+def sweep_frontier(
+    labels: Path = typer.Option(Path("runs/labels"), help="Main label store."),
+    extra_labels: list[Path] = typer.Option([], help="Store(s) of augmented pairs; repeatable."),
+    augmented_pairs: Optional[int] = typer.Option(None, help="Use only this many augmented pairs (as in the data-size sweep)."),
+    out: Path = typer.Option(Path("runs/sweep/frontier"), help="Folder for students, scratch model_repo/, frontier.json and frontier.png."),
+    shapes: str = typer.Option("1x128,2x128,2x256,4x256,3x384@0,2,4", help="Shapes LxH, or LxH@i,j,k to start from those layers of --teacher-backbone; separated by ';' or ','-free specs."),
+    teacher_backbone: Optional[Path] = typer.Option(Path("runs/teacher"), help="Fine-tuned teacher whose layers start the LxH@... shapes."),
+    baseline: Optional[Path] = typer.Option(Path("model_repo/rerank-student"), help="Committed default, timed in the same run."),
+    payload_count: int = typer.Option(30, help="100-candidate payloads (validation queries, BM25 candidates) to time."),
+    epochs: int = typer.Option(4), queries_per_step: int = typer.Option(16), max_items: int = typer.Option(32),
+    lr: float = typer.Option(1e-3), teacher_init_lr: float = typer.Option(5e-5, help="Learning rate of students started from teacher layers."),
+    bce_weight: float = typer.Option(0.1),
+    loss: str = typer.Option("margin-mse"), temperature: float = typer.Option(1.0),
+    max_steps: Optional[int] = typer.Option(None),
+    data: Path = DataOption,
+) -> None:
+    """Capacity against latency: train, export (fp32 + int8) and time several student shapes in one run."""
+    from rankstill.benchmarks.latency import build_payloads
+    from rankstill.distill.sweep import frontier
+    from rankstill.distill.teacher import default_backbone
+
+    specs = [spec for spec in shapes.split(";")] if ";" in shapes else _split_specs(shapes)
+    options = _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps)
+    options["teacher_init_lr"] = teacher_init_lr
+    result = frontier(labels, extra_labels, out, specs, default_backbone(), teacher_backbone, options,
+                      build_payloads(data, payload_count, 100), baseline if baseline and baseline.is_dir() else None,
+                      augmented_pairs)
+    for row in result["rows"]:
+        typer.echo(f"{row['spec']:>14}: retention {row['validation_retention']:.1%}, " +
+                   ", ".join(f"{v} p50 {t['p50_ms']} ms ({t['mb']} MB)" for v, t in row["latency"].items()))
+    if "baseline" in result:
+        typer.echo(f"committed default: " + ", ".join(f"{v} p50 {t['p50_ms']} ms" for v, t in result["baseline"]["latency"].items()))
+    typer.echo(f"{out / 'frontier.json'}, {out / 'frontier.png'}")
+
+
+def _split_specs(text: str) -> list[str]:
+    """'1x128,2x128,3x384@0,2,4' -> ['1x128', '2x128', '3x384@0,2,4'] (layer lists follow an @)."""
+    specs: list[str] = []
+    for token in text.split(","):
+        if "x" in token.lower() or not specs:
+            specs.append(token)
+        else:
+            specs[-1] += "," + token
+    return specs
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""Student-quality tooling on a handful of real Home Depot queries: augmentation sources into a label store,
+training with the new losses / auxiliary head / extra stores, the data-size subset, teacher-layer init."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distill_slice import data_section, write_slice
+from rankstill.distill.augment import augment, plan_augmentation, title_queries
+from rankstill.distill.dataset import DataConfig, load_dataset
+from rankstill.distill.label import label
+from rankstill.distill.student import StudentShape, build_student
+from rankstill.distill.sweep import augmented_subset, parse_shape
+from rankstill.distill.teacher import default_backbone
+from rankstill.distill.train_student import train_student
+from rankstill.label_store import LabelStore
+
+
+class WordOverlapTeacher:
+    """Shared words minus one plus a fixed jitter: a deterministic stand-in for a fine-tuned teacher."""
+
+    teacher_id, version, kind = "overlap", "1", "checkpoint"
+
+    def score(self, queries, documents, batch_size=64):
+        out = []
+        for q, d in zip(queries, documents):
+            shared = len(set(q.lower().split()) & set(d.lower().split()))
+            out.append(shared - 1.0 + int(hashlib.sha1(f"{q}|{d}".encode()).hexdigest()[:6], 16) / 0xFFFFFF)
+        return np.array(out, np.float32)
+
+
+@pytest.fixture(scope="module")
+def stores(judgments, tmp_path_factory):
+    root = tmp_path_factory.mktemp("quality")
+    dataset = load_dataset(DataConfig(**data_section(write_slice(judgments, root / "slice", queries_per_split=6))))
+    teacher = WordOverlapTeacher()
+    label(teacher, dataset, root / "labels", k=4, progress=False)
+    for source in ("bm25-deep", "random", "new-query"):
+        augment(teacher, dataset, root / "aug", source, pairs=24, per_query=4, skip=4)
+    return dataset, root
+
+
+def test_title_queries_are_spans_of_titles():
+    rng = np.random.default_rng(0)
+    titles = ["DEWALT 20V MAX Cordless Drill Kit", "Behr Premium Plus 1 gal. White Interior Paint"]
+    phrases = title_queries(titles, 6, rng)
+    assert phrases and all(any(p in t.lower() for t in titles) for p in phrases)
+    assert all(1 <= len(p.split()) <= 4 for p in phrases)
+
+
+def test_augmentation_sources_land_in_the_store_without_leaks(stores):
+    dataset, root = stores
+    frame = LabelStore(root / "aug").read()
+    assert set(frame["source"]) == {"bm25-deep", "random", "new-query"}
+    assert (frame["split"] == "train").all() and frame["human_label"].isna().all()
+    heldout = set(dataset.queries.loc[dataset.queries["split"] != "train", "query"].str.lower())
+    assert not heldout & set(frame.loc[frame["source"] == "new-query", "query"])
+    judged = set(zip(dataset.judgments["query"], dataset.judgments["item_id"]))
+    assert not judged & set(zip(frame["query"], frame["item_id"]))
+    # deeper BM25 candidates are not the ones `label -k 4` already took
+    main = LabelStore(root / "labels").read(split="train")
+    taken = set(zip(main.loc[main["source"] == "bm25", "query"], main.loc[main["source"] == "bm25", "item_id"]))
+    deep = frame[frame["source"] == "bm25-deep"]
+    assert not taken & set(zip(deep["query"], deep["item_id"]))
+
+
+def test_augmented_subset_is_nested_and_keeps_the_main_store(stores):
+    _, root = stores
+    frame = LabelStore(root / "labels").read(split="train")
+    frame = pd.concat([frame, LabelStore(root / "aug").read()], ignore_index=True)
+    base = augmented_subset(frame, 0)
+    small, large = augmented_subset(frame, 20), augmented_subset(frame, 50)
+    assert set(base["source"]) <= {"judged", "bm25"} and len(base) == (~frame["source"].isin(["bm25-deep", "random", "new-query"])).sum()
+    assert 20 <= len(small) - len(base) < 20 + 8
+    keys = lambda f: set(zip(f["query"], f["item_id"], f["source"]))  # noqa: E731
+    assert keys(small) <= keys(large)
+
+
+@pytest.mark.parametrize("loss, aux", [("listwise", False), ("ranknet", True)])
+def test_training_with_other_losses_extra_stores_and_aux_head(stores, tmp_path, loss, aux):
+    _, root = stores
+    shape = StudentShape(layers=1, hidden=32, heads=2, intermediate=64, max_length=32)
+    report = train_student(root / "labels", tmp_path / "student", default_backbone(), shape, epochs=1,
+                           queries_per_step=4, max_items=8, lr=1e-3, bce_weight=0.1, max_steps=3, progress=False,
+                           loss=loss, temperature=2.0, extra_labels=[root / "aug"], aux_head=aux)
+    assert report["loss"] == loss and report["aux_head"] is aux
+    assert set(report["train_sources"]) >= {"judged", "new-query"}
+    assert report["validation"]["ndcg@10"]["student"] is not None
+    assert (tmp_path / "student" / "model.safetensors").is_file()
+
+
+def test_student_from_backbone_layers_copies_them():
+    backbone = default_backbone()
+    shape = parse_shape("2x384@0,4")
+    assert (shape.heads, shape.intermediate, shape.init_layers) == (6, 1536, "0,4")
+    student = build_student(StudentShape(layers=2, hidden=384, heads=12, intermediate=1536, init_layers="0,4"), backbone)
+    weights = {k.removeprefix("bert."): v for k, v in load_file(str(backbone / "model.safetensors")).items()}
+    state = student.state_dict()
+    for student_layer, backbone_layer in ((0, 0), (1, 4)):
+        key = "encoder.layer.{}.attention.self.query.weight"
+        assert torch.equal(state["bert." + key.format(student_layer)], weights[key.format(backbone_layer)])
+    assert torch.equal(state["bert.embeddings.word_embeddings.weight"], weights["embeddings.word_embeddings.weight"])
+    with pytest.raises(ValueError, match="init_layers"):
+        build_student(StudentShape(layers=2, hidden=128, heads=2, intermediate=512, init_layers="0,1"), backbone)
