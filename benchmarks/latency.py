@@ -68,10 +68,9 @@ def build_payloads(data: Path, count: int, candidates: int) -> list[tuple[str, l
 
 
 def floor_batches(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads):
-    """A scorer on the model (with the server's padding policy, calibrated the same way) and each
-    payload tokenized and assembled in advance: timing `scorer.run_prepared` is bare model work."""
+    """A scorer on the model (with the server's padding policy) and each payload tokenized and
+    assembled in advance: timing `scorer.run_prepared` is bare model work."""
     scorer = PairScorer.onnx(onnx_path, PairTokenizer.from_file(tokenizer_file, max_length))
-    scorer.calibrate()
     batches = [scorer.prepare([scorer.tokenize([q] * len(docs), docs)]) for q, docs in payloads]
     scorer.run_prepared(batches[0])
     return scorer, batches

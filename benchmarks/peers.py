@@ -31,9 +31,11 @@ class Peer:
 
 
 def peers(student_checkpoint: Path | None, teacher_repo: Path | None, infinity_bin: Path | None,
-          model_repo: Path) -> list[Peer]:
-    found = [Peer("rankstill", "rankstill serve (ONNX Runtime, micro-batching), the committed student", None,
-                  ("--model-repo", str(model_repo)))]
+          model_repo: Path, fp32_model: str) -> list[Peer]:
+    found = [Peer("rankstill", "rankstill serve (ONNX Runtime, micro-batching), the served default (int8 where it passed the gate)",
+                  None, ("--model-repo", str(model_repo))),
+             Peer("rankstill-fp32", "rankstill serve on the fp32 student: the same weights as the CrossEncoder and Infinity peers",
+                  None, ("--model-repo", str(model_repo), "--model", fp32_model))]
     crossencoder = [sys.executable, "-m", "rankstill.benchmarks.crossencoder_server", "--model", str(student_checkpoint)]
     found.append(Peer("crossencoder", "sentence-transformers CrossEncoder behind a plain FastAPI endpoint, same student (PyTorch)",
                       crossencoder if student_checkpoint and student_checkpoint.is_dir() else None,

@@ -339,6 +339,13 @@ def triton_command(
             typer.echo("stopping Triton")
 
 
+def _fp32_student(model_repo: Path):
+    """The fp32 student behind the repository's default (which may be its int8 variant)."""
+    from rankstill.model_repo import load_model
+
+    return load_model(model_repo, load_model(model_repo).name.removesuffix("-int8"))
+
+
 @app.command("bench")
 def bench_command(
     scenarios: Path = typer.Option(Path("benchmarks/scenarios.yaml"), help="YAML scenarios (candidates, concurrency, backend, model, budgets)."),
@@ -368,20 +375,20 @@ def bench_command(
         from rankstill.benchmarks.latency import build_payloads
         from rankstill.benchmarks.peers import infinity_default, peers as peer_list, run_peers
         from rankstill.benchmarks.student_checkpoint import recover
-        from rankstill.model_repo import load_model
 
         if not student_checkpoint.is_dir():
-            recover(load_model(model_repo), student_checkpoint)
+            recover(_fp32_student(model_repo), student_checkpoint)
 
-        results["peers"] = run_peers(peer_list(student_checkpoint, teacher_repo, infinity or infinity_default(), model_repo),
+        results["peers"] = run_peers(peer_list(student_checkpoint, teacher_repo, infinity or infinity_default(), model_repo,
+                                               _fp32_student(model_repo).name),
                                      build_payloads(data, peer_requests, 100),
                                      [int(c) for c in peer_concurrency.split(",")], echo=typer.echo)
     if quality:
         from rankstill.benchmarks.quality import format_quality, quality_report
         from rankstill.model_repo import load_model
 
-        models = {"student-fp32": load_model(model_repo).directory,
-                  "student-int8": load_model(model_repo, load_model(model_repo).name + "-int8").directory}
+        fp32 = _fp32_student(model_repo)
+        models = {"student-fp32": fp32.directory, "student-int8": load_model(model_repo, f"{fp32.name}-int8").directory}
         if (teacher_repo / "rerank-teacher").is_dir():
             models["teacher"] = teacher_repo / "rerank-teacher"
         results["quality"] = quality_report(data, models)

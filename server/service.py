@@ -124,7 +124,6 @@ class RerankService:
             logits = scorer.score([CHECK_QUERY] * len(CHECK_DOCUMENTS), CHECK_DOCUMENTS)
             if logits.shape != (len(CHECK_DOCUMENTS),) or not np.isfinite(logits).all():
                 raise ValueError(f"the model answered {logits!r} to {len(CHECK_DOCUMENTS)} check pairs")
-            scorer.calibrate()
         batcher = MicroBatcher(scorer.prepare, scorer.run_prepared, _tokens, self.settings.max_batch_tokens,
                                self.settings.max_queued_tokens, self.settings.max_queue_ms / 1000,
                                self.metrics.batch_observer(entry.name))

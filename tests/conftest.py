@@ -9,6 +9,10 @@ from rankstill.local_server import running_server as _running_server
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "homedepot" / "pairs.csv.gz"
 MODEL_REPO = ROOT / "model_repo"
+# The repository serves the int8 student by default (it passed the export's ranking gate); tests that
+# compare scores to 1e-4 name the fp32 student, whose scores do not depend on what they are batched with.
+FP32_MODEL = "rerank-student"
+INT8_MODEL = f"{FP32_MODEL}-int8"
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from rankstill.server.errors import RequestError
 from rankstill.server.metrics import ServerMetrics
 from rankstill.server.service import RerankQuery, RerankService
 
-from conftest import MODEL_REPO
+from conftest import FP32_MODEL, INT8_MODEL, MODEL_REPO
 
 QUERY = "cordless drill"
 DOCUMENTS = ["DEWALT 20-Volt Max Lithium-Ion Cordless Drill/Driver Kit", "Delta Bathroom Faucet in Chrome",
@@ -30,14 +30,14 @@ def anyio_backend():
 
 @contextlib.asynccontextmanager
 async def client(**settings):
-    app = create_app(load_settings(**{"model_repo": MODEL_REPO, **settings}))
+    app = create_app(load_settings(**{"model_repo": MODEL_REPO, "model": FP32_MODEL, **settings}))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://in-process") as http:
             yield app, http
 
 
 def expected_logits(query: str, documents: list[str], model: str | None = None) -> np.ndarray:
-    return PairScorer.for_entry(load_model(MODEL_REPO, model)).score([query] * len(documents), documents)
+    return PairScorer.for_entry(load_model(MODEL_REPO, model or FP32_MODEL)).score([query] * len(documents), documents)
 
 
 @pytest.mark.anyio
@@ -95,7 +95,7 @@ async def test_malformed_json_and_unknown_model():
 
 @pytest.mark.anyio
 async def test_client_default_model_names_get_the_default_model_aliases_and_strict_mode():
-    default = load_model(MODEL_REPO).name
+    default = FP32_MODEL
     body = {"query": QUERY, "documents": DOCUMENTS}
     async with client(model_alias=[f"rerank-english-v3.0={default}-int8"]) as (_, http):
         assert (await http.post("/rerank", json={**body, "model": "rerank-v3.5"})).json()["model"] == default
@@ -125,7 +125,7 @@ async def test_concurrent_requests_share_model_runs_and_metrics_count_them():
         responses = await asyncio.gather(*(http.post("/rerank", json={"query": q, "texts": d, "raw_scores": True})
                                            for q, d in requests))
         registry = app.state.runtime.metrics.registry
-        model = load_model(MODEL_REPO).name
+        model = FP32_MODEL
         merged = registry.get_sample_value("rankstill_batch_requests_sum", {"model": model})
         runs = registry.get_sample_value("rankstill_batch_requests_count", {"model": model})
         pairs = registry.get_sample_value("rankstill_batch_pairs_sum", {"model": model})
@@ -140,7 +140,7 @@ async def test_concurrent_requests_share_model_runs_and_metrics_count_them():
 
 @pytest.mark.anyio
 async def test_service_ranks_through_the_batcher_and_checks_limits():
-    settings = load_settings(model_repo=MODEL_REPO, max_documents=3, strict_models=True)
+    settings = load_settings(model_repo=MODEL_REPO, model=FP32_MODEL, max_documents=3, strict_models=True)
     service = RerankService(settings, ServerMetrics())
     service.load()
     service.start()
@@ -159,14 +159,15 @@ async def test_service_ranks_through_the_batcher_and_checks_limits():
 
 @pytest.mark.anyio
 async def test_info_readiness_and_openapi_describe_what_is_served():
-    async with client() as (_, http):
+    async with client(model=None) as (_, http):  # the repository's own default
         info = (await http.get("/info")).json()
         ready = (await http.get("/readyz")).json()
         paths = (await http.get("/openapi.json")).json()["paths"]
         off = await http.get("/shadow/summary")
     assert ready["status"] == "ready" and set(ready["models"]) == set(info["models"])
-    assert info["default_model"] == load_model(MODEL_REPO).name and info["max_documents"] == 1000
-    assert info["models"][info["default_model"]]["max_length"] == load_model(MODEL_REPO).max_length
+    assert info["default_model"] == load_model(MODEL_REPO).name == INT8_MODEL and info["max_documents"] == 1000
+    assert info["models"][INT8_MODEL]["variant"] == "int8" and info["models"][FP32_MODEL]["variant"] == "fp32"
+    assert info["models"][INT8_MODEL]["max_length"] == load_model(MODEL_REPO).max_length
     assert {"/rerank", "/v2/rerank", "/recommend", "/metrics"} <= set(paths)
     assert off.status_code == 404 and "shadow scoring is off" in off.json()["detail"]
 
@@ -301,7 +302,7 @@ async def test_reload_swaps_in_a_new_version_only_after_it_loads_and_refuses_a_b
     import shutil
 
     repo = copy_repo(tmp_path)
-    name = load_model(MODEL_REPO).name
+    name = FP32_MODEL
     async with client(model_repo=repo, reload_interval=0) as (_, http):
         before = (await http.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS, "raw_scores": True})).json()
         (repo / name / "2").mkdir()
@@ -318,14 +319,14 @@ async def test_reload_swaps_in_a_new_version_only_after_it_loads_and_refuses_a_b
         after = (await http.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS, "raw_scores": True})).json()
         info = (await http.get("/info")).json()
     assert loaded["loaded"] == {name: 3} and info["models"][name]["version"] == 3
-    int8 = expected_logits(QUERY, DOCUMENTS, f"{name}-int8")
+    int8 = expected_logits(QUERY, DOCUMENTS, INT8_MODEL)
     assert sorted(r["score"] for r in after) == pytest.approx(sorted(int8), abs=5e-3)
     assert sorted(r["score"] for r in after) != pytest.approx(sorted(r["score"] for r in before), abs=1e-4)
 
 
 def test_a_half_copied_newest_version_does_not_stop_the_server_from_starting(tmp_path):
     repo = copy_repo(tmp_path)
-    name = load_model(MODEL_REPO).name
+    name = FP32_MODEL
     (repo / name / "2").mkdir()
     (repo / name / "2" / "model.onnx").write_bytes(b"half-copied")
     service = RerankService(load_settings(model_repo=repo), ServerMetrics())

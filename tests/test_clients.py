@@ -33,7 +33,7 @@ from langchain_core.documents import Document as LangChainDocument
 from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 
-from conftest import MODEL_REPO, running_server
+from conftest import FP32_MODEL, MODEL_REPO, running_server
 
 QUERY = "cordless drill"
 # In an order the model does not keep: a client that ignored `index` would pair the wrong scores.
@@ -48,13 +48,13 @@ SCORE_TOLERANCE = 1e-5  # the same server and model; only what a request is batc
 
 @pytest.fixture(scope="module")
 def server():
-    with running_server("--model-repo", str(MODEL_REPO)) as url:
+    with running_server("--model-repo", str(MODEL_REPO), "--model", FP32_MODEL) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def keyed_server():
-    with running_server("--model-repo", str(MODEL_REPO), "--api-key", API_KEY) as url:
+    with running_server("--model-repo", str(MODEL_REPO), "--model", FP32_MODEL, "--api-key", API_KEY) as url:
         yield url
 
 

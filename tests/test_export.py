@@ -14,7 +14,7 @@ from rankstill.model_repo import default_model_name, list_models, load_model
 from rankstill.pair_tokenizer import PairTokenizer
 from rankstill.scoring import PairScorer, onnx_session
 
-from conftest import MODEL_REPO
+from conftest import FP32_MODEL, INT8_MODEL, MODEL_REPO
 
 SHAPE = StudentShape(layers=2, hidden=64, heads=2, intermediate=128, max_length=48)
 
@@ -82,8 +82,8 @@ def test_committed_models_stay_under_the_size_limit():
 
 
 def test_committed_int8_variant_ranks_like_fp32_within_stated_tolerance(judgments):
-    fp32 = load_model(MODEL_REPO)
-    int8 = load_model(MODEL_REPO, f"{fp32.name}-int8")
+    fp32 = load_model(MODEL_REPO, FP32_MODEL)
+    int8 = load_model(MODEL_REPO, INT8_MODEL)
     tokenizer = PairTokenizer.from_file(fp32.tokenizer_path, fp32.max_length)
     pairs = _validation_pairs(judgments, queries=300).rename(columns={"gain": "gain"})
     queries, items = list(pairs["query"]), list(pairs["item_text"])

@@ -12,12 +12,10 @@ import threading
 import time
 
 import httpx
-import pytest
 
 from rankstill.local_server import free_port, http_ok, wait_until_ready
-from rankstill.model_repo import load_model
 
-from conftest import MODEL_REPO, ROOT, running_server
+from conftest import FP32_MODEL, MODEL_REPO, ROOT, running_server
 
 QUERY = "cordless drill"
 DOCUMENTS = ["DEWALT 20-Volt Max Lithium-Ion Cordless Drill/Driver Kit", "Delta Bathroom Faucet in Chrome",
@@ -143,7 +141,7 @@ def under_load(url: str, action, clients: int = 4, seconds: float = 3.0):
 def test_hot_reload_under_load_loses_no_request(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(MODEL_REPO, repo)
-    name = load_model(MODEL_REPO).name
+    name = FP32_MODEL
     with running_server("--model-repo", str(repo), "--reload-interval", "0.5") as url:
         def new_version():  # copied in under a temporary name, then renamed: how a deployment should publish
             staging = repo / name / ".incoming"
@@ -160,7 +158,7 @@ def test_hot_reload_under_load_loses_no_request(tmp_path):
 def test_sighup_reloads_instead_of_killing_the_server(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(MODEL_REPO, repo)
-    name = load_model(MODEL_REPO).name
+    name = FP32_MODEL
     process, url = start_server("--model-repo", str(repo), "--reload-interval", "0")
     try:
         (repo / name / "2").mkdir()

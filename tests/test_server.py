@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from rankstill.model_repo import load_model
 
-from conftest import INT8_BATCH_TOLERANCE, MODEL_REPO, running_server
+from conftest import FP32_MODEL, INT8_BATCH_TOLERANCE, INT8_MODEL, MODEL_REPO, running_server
 
 QUERY = "cordless drill"
 DOCUMENTS = ["DEWALT 20-Volt Max Lithium-Ion Cordless Drill/Driver Kit", "Delta Bathroom Faucet in Chrome",
@@ -22,13 +22,13 @@ DOCUMENTS = ["DEWALT 20-Volt Max Lithium-Ion Cordless Drill/Driver Kit", "Delta 
 
 @pytest.fixture(scope="module")
 def server():
-    with running_server("--model-repo", str(MODEL_REPO)) as url:
+    with running_server("--model-repo", str(MODEL_REPO), "--model", FP32_MODEL) as url:
         yield url
 
 
 def reference_logits(query: str, documents: list[str], model: str | None = None) -> np.ndarray:
     """One pair at a time, no padding, straight from tokenizers + ONNX Runtime."""
-    entry = load_model(MODEL_REPO, model)
+    entry = load_model(MODEL_REPO, model or FP32_MODEL)
     tokenizer = Tokenizer.from_file(str(entry.tokenizer_path))
     tokenizer.no_padding()
     tokenizer.enable_truncation(entry.max_length)
@@ -52,7 +52,7 @@ def test_jina_cohere_v1_shape_sorted_with_correct_scores(server):
     assert response.status_code == 200
     answer = response.json()
     expected = sigmoid(reference_logits(QUERY, DOCUMENTS))
-    assert answer["model"] == load_model(MODEL_REPO).name
+    assert answer["model"] == FP32_MODEL
     assert [r["index"] for r in answer["results"]] == list(np.argsort(-expected)[:3])
     for result in answer["results"]:
         assert result["relevance_score"] == pytest.approx(expected[result["index"]], abs=1e-4)
@@ -79,14 +79,14 @@ def test_tei_shape_is_a_bare_array_never_cut(server):
 
 def test_official_cohere_v2_client_works_unchanged(server):
     client = cohere.ClientV2(api_key="not-needed", base_url=server)
-    answer = client.rerank(model=load_model(MODEL_REPO).name, query=QUERY, documents=DOCUMENTS, top_n=2)
+    answer = client.rerank(model=FP32_MODEL, query=QUERY, documents=DOCUMENTS, top_n=2)
     expected = sigmoid(reference_logits(QUERY, DOCUMENTS))
     assert [r.index for r in answer.results] == list(np.argsort(-expected)[:2])
     assert answer.results[0].relevance_score == pytest.approx(expected.max(), abs=1e-4)
 
 
 def test_named_int8_model_is_served_too(server):
-    name = f"{load_model(MODEL_REPO).name}-int8"
+    name = INT8_MODEL
     answer = httpx.post(f"{server}/rerank", json={"query": QUERY, "documents": DOCUMENTS, "model": name}).json()
     assert answer["model"] == name
     expected = sigmoid(reference_logits(QUERY, DOCUMENTS, name))

@@ -10,11 +10,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from rankstill.local_server import free_port
-from rankstill.model_repo import load_model
 from rankstill.server.backend import length_buckets
 from rankstill.server.triton.launcher import python_backend_config, running_triton
 
-from conftest import INT8_BATCH_TOLERANCE, MODEL_REPO, ROOT, running_server
+from conftest import FP32_MODEL, INT8_BATCH_TOLERANCE, INT8_MODEL, MODEL_REPO, ROOT, running_server
 
 TRITON_PYTHON = ROOT / ".venv-triton" / "bin" / "python"
 QUERY = "outdoor led flood light"
@@ -30,7 +29,7 @@ def triton(tmp_path_factory):
 
 
 def test_python_backend_config_keeps_batching_and_swaps_the_platform():
-    native = (MODEL_REPO / load_model(MODEL_REPO).name / "config.pbtxt").read_text()
+    native = (MODEL_REPO / FP32_MODEL / "config.pbtxt").read_text()
     config = python_backend_config(native, threads=2)
     assert 'backend: "python"' in config and "onnxruntime_onnx" not in config
     assert "dynamic_batching" in config and re.search(r"max_batch_size: \d+", config)
@@ -44,12 +43,13 @@ def test_length_buckets():
 
 def test_rerank_through_triton_matches_embedded(triton):
     body = {"query": QUERY, "texts": DOCUMENTS * 4, "raw_scores": True}
-    with running_server("--model-repo", str(MODEL_REPO), "--backend", "triton", "--triton-url", triton.grpc_url) as url:
+    with running_server("--model-repo", str(MODEL_REPO), "--model", FP32_MODEL, "--backend", "triton",
+                        "--triton-url", triton.grpc_url) as url:
         assert httpx.get(f"{url}/readyz").status_code == 200
         via_triton = httpx.post(f"{url}/rerank", json=body).json()
-        int8_name = f"{load_model(MODEL_REPO).name}-int8"
+        int8_name = INT8_MODEL
         int8 = httpx.post(f"{url}/rerank", json={"query": QUERY, "documents": DOCUMENTS, "model": int8_name})
-    with running_server("--model-repo", str(MODEL_REPO)) as url:
+    with running_server("--model-repo", str(MODEL_REPO), "--model", FP32_MODEL) as url:
         embedded = httpx.post(f"{url}/rerank", json=body).json()
         int8_embedded = httpx.post(f"{url}/rerank", json={"query": QUERY, "documents": DOCUMENTS, "model": int8_name})
     assert [r["index"] for r in via_triton] == [r["index"] for r in embedded]
@@ -66,7 +66,7 @@ def _metric(text: str, name: str, model: str) -> float:
 
 
 def test_triton_dynamic_batching_merges_same_shape_requests(triton):
-    model = load_model(MODEL_REPO).name
+    model = FP32_MODEL
     client = grpcclient.InferenceServerClient(triton.grpc_url)
     ids = np.random.default_rng(0).integers(1000, 5000, size=(8, 32)).astype(np.int64)
 
