@@ -58,7 +58,9 @@ class PromptTokenizer:
         self.tokenizer = tokenizer
         self.max_length = max_length
 
-    def tokenize(self, queries: list[str], items: list[str]) -> TokenizedPairs:
+    def tokenize(self, queries: list[str], items: list[str], document_tokens: int | None = None,
+                 cut_left: bool = False) -> TokenizedPairs:
+        """Prompts are cut at the end to `max_length` (`document_tokens` and `cut_left`, serving options, do not apply)."""
         prompts = [LLM_PROMPT.format(query=q, item=i) for q, i in zip(queries, items)]
         full = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
         ids = [prompt[: self.max_length] for prompt in full]
@@ -72,7 +74,7 @@ class HFTeacher:
     kind = "checkpoint"
     conversion = "identity: the classification head's logit"
 
-    def __init__(self, path: str | Path, gguf_file: str | None = None, max_length: int = 128):
+    def __init__(self, path: str | Path, gguf_file: str | None = None, max_length: int = 128, device: str = "cpu"):
         self.path = Path(path)
         if not self.path.is_dir():
             raise FileNotFoundError(f"teacher checkpoint directory {self.path} not found")
@@ -84,6 +86,7 @@ class HFTeacher:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.to(device)
         self.is_decoder = self.tokenizer.sep_token is None
         self.pair_tokenizer = (PromptTokenizer(self.tokenizer, max_length) if self.is_decoder
                                else PairTokenizer(Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str()), max_length))
@@ -101,7 +104,8 @@ class HFTeacher:
                               max_length=self.max_length, padding=True, return_tensors="pt")
 
     def logits(self, queries: list[str], items: list[str]) -> torch.Tensor:
-        return self.model(**self.encode(queries, items)).logits[:, 0]
+        device = next(self.model.parameters()).device
+        return self.model(**{k: v.to(device) for k, v in self.encode(queries, items).items()}).logits[:, 0]
 
     def score(self, queries: list[str], items: list[str], batch_size: int = 64,
               progress: bool = False) -> np.ndarray:
@@ -148,7 +152,7 @@ def fine_tune(teacher: HFTeacher, queries: list[str], items: list[str], targets:
             batches = length_bucketed_batches(lengths, batch_size, generator)
         batch = batches.pop()
         logits = teacher.logits([queries[i] for i in batch], [items[i] for i in batch])
-        loss = soft_bce(logits, torch.as_tensor(targets[batch], dtype=torch.float32))
+        loss = soft_bce(logits, torch.as_tensor(targets[batch], dtype=torch.float32, device=logits.device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(teacher.model.parameters(), 1.0)
         optimizer.step()

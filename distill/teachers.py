@@ -67,6 +67,7 @@ class TeacherConfig(BaseModel):
     id: str | None = Field(None, description="Teacher id stored with every label (default: derived from the source).")
     version: str | None = Field(None, description="Teacher version stored with every label (default: weights digest; remote: 'unversioned').")
     max_length: int = Field(64, description="Tokens per pair (local teachers).")
+    device: str = Field("auto", description="Local checkpoint: cpu, cuda, or auto (the GPU where there is one, e.g. in a Ray GPU actor).")
     threads: int | None = Field(None, description="ONNX Runtime threads (ONNX teacher).")
     concurrency: int = Field(4, ge=1, description="Remote calls in flight at once.")
     documents_per_call: int = Field(32, ge=1, description="Documents (or LLM prompts) per remote call.")
@@ -345,7 +346,12 @@ def build_teacher(config: TeacherConfig, checkpoint: Path | None = None):
         return OnnxTeacher(path, config.threads, config.id, config.version)
     from .teacher import HFTeacher
 
-    teacher = HFTeacher(path, gguf_file=config.gguf_file, max_length=config.max_length)
+    device = config.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    teacher = HFTeacher(path, gguf_file=config.gguf_file, max_length=config.max_length, device=device)
     teacher.teacher_id = config.id or teacher.teacher_id
     teacher.version = config.version or teacher.version
     return teacher

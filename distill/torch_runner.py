@@ -14,11 +14,12 @@ class TorchRunner:
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self._accepted = set(inspect.signature(model.forward).parameters)  # decoders take no token_type_ids
+        self.device = next(model.parameters()).device
 
     @torch.inference_mode()
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        inputs = {name: torch.from_numpy(value) for name, value in feeds.items() if name in self._accepted}
-        return self.model(**inputs).logits[:, 0].float().numpy()
+        inputs = {name: torch.from_numpy(value).to(self.device) for name, value in feeds.items() if name in self._accepted}
+        return self.model(**inputs).logits[:, 0].float().cpu().numpy()
 
     def is_ready(self) -> bool:
         return True
