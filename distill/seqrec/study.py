@@ -28,21 +28,30 @@ def chosen_epoch(epochs: list[dict], patience: int, cap: int) -> dict:
     return best
 
 
-def replay(table_dir: Path, rules: list[tuple[int, int]]) -> list[dict]:
-    """Per (model, variant, rule): mean ± std over seeds of the chosen epoch's validation and test HR@20,
-    and the distilled row's test gain over alone, paired by seed."""
-    table = json.loads((table_dir / "table.json").read_text())
+def _logged_runs(tables: dict[Path, str | None]):
+    """(model, variant, seed, epochs) of every run in the tables; a table's label renames its distilled variant."""
+    for table_dir, label in tables.items():
+        table = json.loads((table_dir / "table.json").read_text())
+        first_seed = table["settings"]["config"]["seed"]
+        for run in table["runs"]:
+            name = f"{run['model']}-{run['variant']}"
+            folder = table_dir / (name if run["seed"] == first_seed else f"{name}-seed{run['seed']}")
+            variant = label if label and run["variant"] != "alone" else run["variant"]
+            yield run["model"], variant, run["seed"], json.loads((folder / "report.json").read_text())["epochs"]
+
+
+def replay(tables: dict[Path, str | None], rules: list[tuple[int, int]]) -> list[dict]:
+    """Per (model, variant, rule), pooling the runs of all `tables`: mean ± std over seeds of the chosen
+    epoch's validation and test HR@20, and a distilled row's gain over alone, paired by seed."""
+    runs = list(_logged_runs(tables))
     rows = []
     for patience, cap in rules:
         picks = {}
-        for run in table["runs"]:
-            folder = table_dir / (f"{run['model']}-{run['variant']}" if run["seed"] == table["runs"][0]["seed"]
-                                  else f"{run['model']}-{run['variant']}-seed{run['seed']}")
-            epochs = json.loads((folder / "report.json").read_text())["epochs"]
-            logged_cap = len(epochs)
+        for model, variant, seed, epochs in runs:
+            if len(epochs) < cap and epochs[-1]["epoch"] - chosen_epoch(epochs, 10**9, cap)["epoch"] < patience:
+                continue  # the logged run ended before this rule would have stopped: not replayable
             pick = chosen_epoch(epochs, patience, cap)
-            picks[(run["model"], run["variant"], run["seed"])] = {
-                "epoch": pick["epoch"], "valid": pick["hr@20"], "test": pick["watch"]["hr@20"], "ran": logged_cap}
+            picks[(model, variant, seed)] = {"epoch": pick["epoch"], "valid": pick["hr@20"], "test": pick["watch"]["hr@20"]}
         for model, variant in sorted({(m, v) for m, v, _ in picks}):
             seeds = sorted(s for m, v, s in picks if (m, v) == (model, variant))
             mine = [picks[(model, variant, s)] for s in seeds]
@@ -64,18 +73,19 @@ def replay(table_dir: Path, rules: list[tuple[int, int]]) -> list[dict]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tables", type=Path, nargs="+")
+    parser.add_argument("tables", nargs="+", help="table folders, each optionally =LABEL (renames its distilled rows)")
     parser.add_argument("--rule", action="append", default=[], help="PATIENCE:CAP, e.g. 3:30 (repeat)")
     args = parser.parse_args(argv)
     rules = [tuple(int(x) for x in rule.split(":")) for rule in (args.rule or ["3:30", "10:40"])]
-    print("| table | model | variant | patience:cap | epochs | valid HR@20 | test HR@20 | valid gain | test gain |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for table_dir in args.tables:
-        for r in replay(table_dir, rules):
+    tables = {Path(t.split("=")[0]): (t.split("=", 1)[1] if "=" in t else None) for t in args.tables}
+    print("| model | variant | patience:cap | epochs | valid HR@20 | test HR@20 | valid gain | test gain |")
+    print("|---|---|---|---|---|---|---|---|")
+    if True:
+        for r in replay(tables, rules):
             std = f" ± {r['test_hr@20_std']:.4f}" if r["test_hr@20_std"] is not None else ""
             gain = (f"{r['gain']:+.0%}" + (f" ± {r['gain_std']:.0%}" if r.get("gain_std") is not None else "")) if "gain" in r else ""
             valid_gain = f"{r['valid_gain']:+.0%}" if "valid_gain" in r else ""
-            print(f"| {table_dir.name} | {r['model']} | {r['variant']} | {r['patience']}:{r['cap']} | {r['epochs']} | "
+            print(f"| {r['model']} | {r['variant']} | {r['patience']}:{r['cap']} | {r['epochs']} | "
                   f"{r['valid_hr@20']:.4f} | {r['test_hr@20']:.4f}{std} | {valid_gain} | {gain} |")
 
 
