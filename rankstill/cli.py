@@ -80,7 +80,7 @@ def label_command(
     teacher: Optional[Path] = typer.Option(None, help="Local teacher: an HF checkpoint directory (from `rankstill teacher train`, or any sequence-classification checkpoint) or an ONNX entry (from `rankstill teacher export`). Default runs/teacher."),
     gguf_file: Optional[str] = typer.Option(None, help="GGUF file inside --teacher (decoder LLMs)."),
     teacher_url: Optional[str] = typer.Option(None, help="Remote teacher: base URL of a reranking endpoint (see --teacher-api)."),
-    teacher_api: str = typer.Option("tei", help="Shape spoken by --teacher-url: tei (/rerank, raw scores), cohere or jina (/v1/rerank), vllm (/score)."),
+    teacher_api: Optional[str] = typer.Option(None, help="Shape spoken by --teacher-url: tei (/rerank, raw scores; the default), cohere or jina (/v1/rerank), vllm (/score)."),
     llm_url: Optional[str] = typer.Option(None, help="Remote LLM judge: an OpenAI-compatible server (vLLM, llama.cpp); P(yes) from /v1/completions log-probabilities."),
     model: Optional[str] = typer.Option(None, help="Model name sent to --teacher-url / --llm-url."),
     teacher_id: Optional[str] = typer.Option(None, help="Teacher id stored with each label (default: from the checkpoint, entry or URL)."),
@@ -91,7 +91,7 @@ def label_command(
     k: int = typer.Option(8, help="Unjudged BM25 candidates per training query."),
     batch_size: int = typer.Option(64, help="Pairs per forward pass of a local teacher."),
     part_size: int = typer.Option(4096, help="Pairs per Parquet part (the unit of resumption)."),
-    max_length: int = typer.Option(64, help="Tokens per pair for a local teacher."),
+    max_length: Optional[int] = typer.Option(None, help="Tokens per pair for a local teacher (default 64)."),
     max_queries: Optional[int] = typer.Option(None, help="Use only this many queries per split (quick runs)."),
     max_parts: Optional[int] = typer.Option(None, help="Stop after writing this many parts; rerun to resume."),
     engine: str = typer.Option("local", help="local (this process) or ray (Ray Data actors; see --ray-address)."),
@@ -472,7 +472,7 @@ def sweep_data_size(
                              tuple(sources.split(",")), seed)
     for row in result["rows"]:
         typer.echo(f"{row['augmented_pairs']:>8} augmented pairs: student {row['validation_ndcg@10']['student']:.4f}, "
-                   f"retention {row['validation_retention']:.1%}")
+                   f"retention {_share(row['validation_retention'])}")
     typer.echo(f"{result['json']}, {result['png']}")
 
 
@@ -505,11 +505,15 @@ def sweep_frontier(
                       build_payloads(data, payload_count, 100), baseline if baseline and baseline.is_dir() else None,
                       augmented_pairs)
     for row in result["rows"]:
-        typer.echo(f"{row['spec']:>14}: retention {row['validation_retention']:.1%}, " +
+        typer.echo(f"{row['spec']:>14}: retention {_share(row['validation_retention'])}, " +
                    ", ".join(f"{v} p50 {t['p50_ms']} ms ({t['mb']} MB)" for v, t in row["latency"].items()))
     if "baseline" in result:
         typer.echo(f"committed default: " + ", ".join(f"{v} p50 {t['p50_ms']} ms" for v, t in result["baseline"]["latency"].items()))
     typer.echo(f"{out / 'frontier.json'}, {out / 'frontier.png'}")
+
+
+def _share(value: float | None) -> str:
+    return "n/a (teacher no better than random)" if value is None else f"{value:.1%}"
 
 
 def _split_specs(text: str) -> list[str]:
