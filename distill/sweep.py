@@ -80,6 +80,8 @@ def plot_sweep(rows: list[dict], png: Path, x: str, xlabel: str) -> Path:
     for name, style in (("teacher", "--"), ("bm25", ":"), ("random", "-.")):
         ax.plot(xs, [row["validation_ndcg@10"][name] for row in rows], style, label=name)
     for row in rows:
+        if row["validation_retention"] is None:  # the teacher is no better than random order
+            continue
         ax.annotate(f"{row['validation_retention']:.0%}", (row[x], row["validation_ndcg@10"]["student"]),
                     textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     ax.set_xlabel(xlabel)
@@ -174,7 +176,7 @@ def plot_frontier(result: dict, png: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for variant, marker in (("fp32", "o"), ("int8", "s")):
         points = [(row["latency"][variant]["p50_ms"], row["validation_retention"], row["spec"])
-                  for row in result["rows"] if variant in row["latency"]]
+                  for row in result["rows"] if variant in row["latency"] and row["validation_retention"] is not None]
         ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, label=variant)
         for x, y, spec in points:
             ax.annotate(spec, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)

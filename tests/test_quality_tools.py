@@ -108,3 +108,21 @@ def test_student_from_backbone_layers_copies_them():
     assert torch.equal(state["bert.embeddings.word_embeddings.weight"], weights["embeddings.word_embeddings.weight"])
     with pytest.raises(ValueError, match="init_layers"):
         build_student(StudentShape(layers=2, hidden=128, heads=2, intermediate=512, init_layers="0,1"), backbone)
+
+
+def test_sweep_data_size_from_the_cli_writes_json_and_png(stores, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from rankstill.cli import _split_specs, app
+
+    assert _split_specs("1x128,2x128,3x384@0,2,4") == ["1x128", "2x128", "3x384@0,2,4"]
+    _, root = stores
+    result = CliRunner().invoke(app, ["sweep", "data-size", "--labels", str(root / "labels"), "--extra-labels", str(root / "aug"),
+                                      "--sizes", "0,20", "--layers", "1", "--hidden", "64", "--epochs", "1", "--max-steps", "1",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "data_size.json").read_text())["rows"]
+    assert [row["augmented_pairs"] for row in rows][0] == 0 and rows[1]["augmented_pairs"] >= 20
+    assert (tmp_path / "data_size.png").stat().st_size > 0
