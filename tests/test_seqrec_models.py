@@ -136,7 +136,7 @@ def test_table_with_seeds_reports_mean_std_and_paired_gains(tmp_path):
     teacher = build_model(SeqShape(kind="sasrec", num_items=data.num_items, hidden=16))
     teacher, _ = train(teacher, data.split("train"), data.split("valid"), TrainConfig(loss="ce", epochs=1), progress=False)
     write_interchange(tmp_path / "teacher", teacher, data.split("train"), data.split("test"), 5,
-                      {"teacher_id": "tiny", "test": evaluate(teacher, data.split("test")), "valid": {"hr@20": 0.5}})
+                      {"teacher_id": "tiny", "test": evaluate(teacher, data.split("test")), "valid": {"hr@20": 0.0}})
     rows = comparison_table(tmp_path / "data", tmp_path / "teacher", tmp_path / "table", ["gru4rec"], ["alone", "dllm2rec"],
                             SeqShape(hidden=16), TrainConfig(epochs=1, patience=1, distill_weight=0.5, seed=3), 0.3, seeds=2)
     table = json.loads((tmp_path / "table" / "table.json").read_text())
@@ -153,6 +153,8 @@ def test_table_with_seeds_reports_mean_std_and_paired_gains(tmp_path):
     markdown = (tmp_path / "table" / "table.md").read_text()
     assert "over 2 seed(s)" in markdown and f"{distilled['hr@20']:.4f} ± {distilled['hr@20_std']:.4f}" in markdown
     assert "Teacher tiny" in markdown
+    alone = next(r for r in rows if r["variant"] == "alone")
+    assert alone["valid_hr@20"] > 0 and "validation HR@20 (0.0000) is below gru4rec alone" in markdown  # a weak teacher is flagged
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "caser"])

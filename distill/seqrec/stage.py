@@ -180,6 +180,11 @@ def _write_table(teacher: dict, runs: list[dict], out: Path, settings: dict) -> 
         gain = _cell(row.get("gain_hr@20"), row.get("gain_hr@20_std"), "+.0%")
         strength = f"{teacher['test'].get('hr@20', float('nan')):.4f}" if row["variant"] != "alone" else ""
         lines.append(f"| {row['model']} | {row['variant']} | " + " | ".join(cells) + f" | {gain} | {strength} |")
+    teacher_valid = teacher["valid"].get("hr@20")
+    weaker = [r["model"] for r in rows if r["variant"] == "alone" and teacher_valid is not None and teacher_valid < r["valid_hr@20"]]
+    if weaker:
+        lines += ["", f"Note: the teacher's validation HR@20 ({teacher_valid:.4f}) is below {', '.join(weaker)} alone: "
+                  "a teacher weaker than its student gave losses, not gains, in the study of the README."]
     (out / "table.md").write_text("\n".join(lines) + "\n")
 
 
