@@ -31,7 +31,7 @@ def _unicode(text: str) -> str:
 Text = Annotated[StrictStr, AfterValidator(_unicode)]
 
 
-def _json_integer(value):
+def json_integer(value):
     """A JSON integer: 3 or 3.0 (JSON Schema's integer), never "3" or true."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -40,7 +40,8 @@ def _json_integer(value):
     return value
 
 
-PositiveInteger = Annotated[int, Field(ge=1), BeforeValidator(_json_integer)]
+Integer = Annotated[int, BeforeValidator(json_integer)]
+PositiveInteger = Annotated[int, Field(ge=1), BeforeValidator(json_integer)]
 
 
 def _not_blank(query: str) -> str:

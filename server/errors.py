@@ -46,7 +46,7 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES = {code: {"model": ErrorBody, "description": description} for code, description in (
     (400, "Malformed HTTP (e.g. a Content-Length that is not a number)"),
     (401, "Missing or wrong API key (when the server has keys)"),
-    (404, "Unknown model (with --strict-models) or nothing to serve"),
+    (404, "Unknown model (with --strict-models), unknown item ids (/recommend), or nothing to serve"),
     (408, "The request's headers and body did not arrive within the request timeout"),
     (413, "Request body too large, or a pair too long with truncate=false"),
     (415, "The body is not sent as JSON"),

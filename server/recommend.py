@@ -8,11 +8,14 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from rankstill.model_repo import ModelEntry, default_model_name, list_models
 from rankstill.scoring import onnx_session
 
+from .dialects import Integer, json_integer
 from .errors import BackendTimeout, BackendUnavailable, RequestError
 
 MAX_LISTED_IDS = 10  # unknown ids named in an error message
@@ -23,10 +26,11 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    history: list[int] = Field(min_length=1, description="Item ids the user interacted with, oldest first "
-                               "(at most the model's window, see `GET /info`).", examples=[[50, 172, 181]])
-    candidates: list[int] | None = Field(None, min_length=1, description="Rank only these item ids; default: the whole catalogue.")
-    top_n: int = Field(10, ge=1, le=1000, description="How many items to return.")
+    history: list[Integer] = Field(min_length=1, description="Item ids the user interacted with, oldest first; the "
+                                   "model reads the most recent ones (its window, see `GET /info`), all are excluded "
+                                   "from the results with exclude_history.", examples=[[50, 172, 181]])
+    candidates: list[Integer] | None = Field(None, min_length=1, description="Rank only these item ids; default: the whole catalogue.")
+    top_n: Annotated[int, Field(ge=1, le=1000), BeforeValidator(json_integer)] = Field(10, description="How many items to return.")
     exclude_history: bool = Field(True, description="Never recommend an item already in the history.")
     model: str | None = Field(None, description="Recommender in the repository; default: the repository's default.")
 
@@ -120,7 +124,7 @@ class Recommender:
     def indices(self, ids: list[int], field: str) -> np.ndarray:
         unknown = [i for i in ids if i not in self.index_of]
         if unknown:
-            raise RequestError(422, f"unknown item ids in {field}: {unknown[:MAX_LISTED_IDS]}"
+            raise RequestError(404, f"unknown item ids in {field}: {unknown[:MAX_LISTED_IDS]}"
                                     f"{' …' if len(unknown) > MAX_LISTED_IDS else ''} (model {self.entry.name!r})")
         return np.array([self.index_of[i] for i in ids], dtype=np.int64)
 
@@ -130,14 +134,12 @@ class Recommender:
         return self.runner.scores({"history": padded, "lengths": np.array([len(history)], dtype=np.int64)})[0]
 
     def recommend(self, request: RecommendRequest) -> list[Recommendation]:
-        if len(request.history) > self.window:
-            raise RequestError(422, f"history has {len(request.history)} items; model {self.entry.name!r} reads at most "
-                                    f"{self.window}: send the {self.window} most recent, oldest first")
-        history = self.indices(request.history, "history")
+        seen = self.indices(request.history, "history")
+        history = seen[-self.window:]  # the model reads its window of the most recent items
         pool = (np.unique(self.indices(request.candidates, "candidates")) if request.candidates is not None
                 else np.arange(len(self.item_ids)))
         if request.exclude_history:
-            pool = pool[~np.isin(pool, history)]
+            pool = pool[~np.isin(pool, seen)]
         scores = self.scores(history)[pool]
         order = np.argsort(-scores, kind="stable")[: request.top_n]
         return [Recommendation(id=int(self.item_ids[i]), score=float(s), title=self.titles[i])
