@@ -29,8 +29,6 @@ class TritonRunner:
         self.timeout_s = timeout_s
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        from tritonclient.utils import InferenceServerException
-
         width = feeds["input_ids"].shape[1]
         target = next((b for b in self.buckets if b >= width), width)
         inputs = []
@@ -39,18 +37,28 @@ class TritonRunner:
             tensor = self._grpc.InferInput(name, list(padded.shape), "INT64")
             tensor.set_data_from_numpy(padded)
             inputs.append(tensor)
-        try:
-            result = self._client.infer(self.model_name, inputs, client_timeout=self.timeout_s)
-        except InferenceServerException as error:
-            if "deadline" in str(error).lower() or "timeout" in str(error).lower():
-                raise BackendTimeout(f"Triton did not answer within {self.timeout_s} s") from error
-            raise BackendUnavailable(f"Triton error: {error.message()}") from error
-        return result.as_numpy("scores").reshape(-1)
+        return triton_infer(self._client, self.model_name, inputs, self.timeout_s).as_numpy("scores").reshape(-1)
 
     def is_ready(self) -> bool:
-        from tritonclient.utils import InferenceServerException
+        return triton_model_ready(self._client, self.model_name)
 
-        try:
-            return bool(self._client.is_model_ready(self.model_name, client_timeout=2.0))
-        except InferenceServerException:
-            return False
+
+def triton_infer(client, model_name: str, inputs: list, timeout_s: float):
+    """One Triton inference; its failures as the server's backend errors (504 for time-outs, else 503)."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        return client.infer(model_name, inputs, client_timeout=timeout_s)
+    except InferenceServerException as error:
+        if "deadline" in str(error).lower() or "timeout" in str(error).lower():
+            raise BackendTimeout(f"Triton did not answer within {timeout_s} s") from error
+        raise BackendUnavailable(f"Triton error: {error.message()}") from error
+
+
+def triton_model_ready(client, model_name: str) -> bool:
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        return bool(client.is_model_ready(model_name, client_timeout=2.0))
+    except InferenceServerException:
+        return False

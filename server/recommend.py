@@ -16,7 +16,8 @@ from rankstill.model_repo import ModelEntry, default_model_name, list_models
 from rankstill.scoring import onnx_session
 
 from .dialects import Integer, json_integer
-from .errors import BackendTimeout, BackendUnavailable, RequestError
+from .backend import triton_infer, triton_model_ready
+from .errors import RequestError
 
 MAX_LISTED_IDS = 10  # unknown ids named in an error message
 
@@ -75,8 +76,6 @@ class TritonRecommendRunner:
         self.input_names = frozenset(entry.metadata.get("inputs", ("history", "lengths")))
 
     def scores(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        from tritonclient.utils import InferenceServerException
-
         inputs = []
         for name, value in feeds.items():
             if name not in self.input_names:
@@ -85,21 +84,10 @@ class TritonRecommendRunner:
             tensor = self._grpc.InferInput(name, list(value.shape), "INT64")
             tensor.set_data_from_numpy(value)
             inputs.append(tensor)
-        try:
-            result = self._client.infer(self.model_name, inputs, client_timeout=self.timeout_s)
-        except InferenceServerException as error:
-            if "deadline" in str(error).lower() or "timeout" in str(error).lower():
-                raise BackendTimeout(f"Triton did not answer within {self.timeout_s} s") from error
-            raise BackendUnavailable(f"Triton error: {error.message()}") from error
-        return result.as_numpy("scores")
+        return triton_infer(self._client, self.model_name, inputs, self.timeout_s).as_numpy("scores")
 
     def is_ready(self) -> bool:
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            return bool(self._client.is_model_ready(self.model_name, client_timeout=2.0))
-        except InferenceServerException:
-            return False
+        return triton_model_ready(self._client, self.model_name)
 
 
 @dataclass
