@@ -25,7 +25,7 @@ def test_every_command_has_help():
 
 
 def test_example_configs_are_valid():
-    for name in ("homedepot", "http-teacher", "llm-judge"):
+    for name in ("homedepot", "homedepot-http-ray", "http-teacher", "llm-judge"):
         config = load_config(f"distill/examples/{name}.yaml")
         assert config.name and config.out
     assert load_config("distill/examples/http-teacher.yaml").label.engine == "ray"
