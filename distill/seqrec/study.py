@@ -31,6 +31,8 @@ def chosen_epoch(epochs: list[dict], patience: int, cap: int) -> dict:
 def _logged_runs(tables: dict[Path, str | None]):
     """(model, variant, seed, epochs) of every run in the tables; a table's label renames its distilled variant."""
     for table_dir, label in tables.items():
+        if not (table_dir / "table.json").is_file():
+            continue  # no run finished yet
         table = json.loads((table_dir / "table.json").read_text())
         first_seed = table["settings"]["config"]["seed"]
         for run in table["runs"]:
