@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from conftest import MODEL_REPO, running_server
+from conftest import FP32_MODEL, MODEL_REPO, running_server
 from rankstill.local_server import free_port
 
 QUERY = "cordless drill"
@@ -33,7 +33,7 @@ HISTORY = [50, 172, 181]  # MovieLens ids the committed recommender knows
 API_KEY = "contract-test-key"
 REQUEST_TIMEOUT_S = 2  # the server's --request-timeout: a body that never completes is cut off after this
 JSON = {"content-type": "application/json"}
-SCORE_TOLERANCE = 1e-5
+SCORE_TOLERANCE = 1e-5  # good requests are compared with themselves on the fp32 student (see conftest)
 
 # schemathesis: bounded so that the run takes well under a minute on two slow cores.
 SCHEMATHESIS_EXAMPLES = 200
@@ -44,13 +44,14 @@ SCHEMATHESIS_SEED = 1
 
 @pytest.fixture(scope="module")
 def server():
-    with running_server("--model-repo", str(MODEL_REPO), "--request-timeout", str(REQUEST_TIMEOUT_S)) as url:
+    with running_server("--model-repo", str(MODEL_REPO), "--model", FP32_MODEL,
+                        "--request-timeout", str(REQUEST_TIMEOUT_S)) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def keyed_server():
-    with running_server("--model-repo", str(MODEL_REPO), "--api-key", API_KEY) as url:
+    with running_server("--model-repo", str(MODEL_REPO), "--model", FP32_MODEL, "--api-key", API_KEY) as url:
         yield url
 
 
