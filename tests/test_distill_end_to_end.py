@@ -134,3 +134,35 @@ def test_no_judgments_distils_from_the_teacher_alone(paths, teacher_url, tmp_pat
     assert validation["kendall_tau"] is not None and validation["queries"] >= 1
     assert LabelStore(out / "labels").read()["human_label"].isna().all()
     assert "| validation | teacher |" in result.output
+
+
+def test_augmented_pairs_and_a_listwise_loss_from_the_config(paths, teacher_url, tmp_path):
+    """`augment:` labels more training pairs with the teacher into OUT/augment and the student learns from them
+    beside the main store, with the loss `student:` names; a rerun finds every stage up to date."""
+    out = tmp_path / "out"
+    config = write_config(
+        tmp_path / "distill.yaml", name="augmented", out=str(out), data=data_section(paths),
+        teacher={"url": teacher_url, "id": "served-teacher", "version": "1"},
+        label={"candidates_per_query": 2},
+        augment=[{"source": "new-query", "pairs": 24, "per_query": 4}, {"source": "bm25-deep", "pairs": 16, "per_query": 2}],
+        student={**TINY_STUDENT, "loss": "listwise", "temperature": 0.5},
+        export={"model_repo": str(tmp_path / "repo"), "int8": False}, benchmark={"requests": 0})
+    result = CliRunner().invoke(app, ["distill", config])
+    assert result.exit_code == 0, result.output
+
+    augmented = LabelStore(out / "augment").read()
+    counts = augmented.groupby("source").size().to_dict()
+    assert counts["new-query"] == 24 and 0 < counts["bm25-deep"] <= 16  # at most 2 per training query
+    assert set(augmented["split"]) == {"train"} and set(augmented["teacher_id"]) == {"served-teacher"}
+    heldout = set(LabelStore(out / "labels").read().query("split != 'train'")["query"])
+    assert not heldout & set(augmented["query"])  # made-up queries never leak into validation or test
+    student = json.loads((out / "student" / "report.json").read_text())
+    assert student["loss"] == "listwise" and student["temperature"] == 0.5
+    assert {source: student["train_sources"][source] for source in counts} == counts
+    report = json.loads((out / "report.json").read_text())
+    assert [a["source"] for a in report["augmentation"]] == ["new-query", "bm25-deep"]
+
+    again = CliRunner().invoke(app, ["distill", config])
+    assert again.exit_code == 0, again.output
+    for stage in ("label", "augment", "student", "export"):
+        assert f"[{stage}] up to date" in again.output
