@@ -8,7 +8,8 @@ company.
 
 Admission is by time: a request is refused at once with `Overloaded` when the work already queued
 would keep the model busy for more than `max_wait_s` (measured: model seconds per unit of `size`
-over recent runs), or would overflow `max_queued` units. A request already queued is always
+over recent runs, each run weighing by its size, so that a tiny run's fixed cost does not inflate
+the estimate), or would overflow `max_queued` units. A request already queued is always
 answered. When a batch fails, each of its requests is retried alone, so one bad request cannot fail
 the others it was batched with (unless the backend itself failed: then the batch gets that error).
 
@@ -29,7 +30,7 @@ from .errors import BackendError, Overloaded
 Item = TypeVar("Item")
 Prepared = TypeVar("Prepared")
 Result = TypeVar("Result")
-RATE_SMOOTHING = 0.2  # weight of the newest run in the seconds-per-unit estimate
+RATE_SMOOTHING = 0.2  # weight of the newest run in the smoothed seconds and units of recent runs
 
 
 class Retired(RuntimeError):
@@ -54,6 +55,8 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
         self.max_queued = max_queued
         self.max_wait_s = max_wait_s
         self.seconds_per_unit: float | None = None  # measured on the runs so far
+        self._recent_seconds = 0.0
+        self._recent_units = 0.0
         self._on_batch = on_batch
         self._closed = False
         self._pending: collections.deque[_Job] = collections.deque()
@@ -160,9 +163,10 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
         seconds = time.perf_counter() - began
         units = sum(self._size(item) for item in items)
         if units:
-            rate = seconds / units
-            self.seconds_per_unit = rate if self.seconds_per_unit is None else (
-                (1 - RATE_SMOOTHING) * self.seconds_per_unit + RATE_SMOOTHING * rate)
+            keep = 0.0 if self.seconds_per_unit is None else 1 - RATE_SMOOTHING
+            self._recent_seconds = keep * self._recent_seconds + (1 - keep) * seconds
+            self._recent_units = keep * self._recent_units + (1 - keep) * units
+            self.seconds_per_unit = self._recent_seconds / self._recent_units
         self._on_batch(items, seconds)
         return results
 

@@ -157,3 +157,23 @@ async def test_a_client_that_went_away_does_not_stop_the_worker():
     run.release.set()
     assert await queue.submit(2) == 4
     await queue.stop()
+
+
+@pytest.mark.anyio
+async def test_a_tiny_run_does_not_inflate_the_expected_wait():
+    """Each run costs a fixed 50 ms plus 1 ms per unit: a one-unit run (a warm-up, a health probe) costs
+    51 ms per unit, but the estimate weighs runs by their size, so admission still sees about 1.5 ms."""
+    import time
+
+    def run(items: list) -> list:
+        time.sleep(0.05 + 0.001 * sum(items))
+        return items
+
+    queue = batcher(run, max_batch_size=1000)
+    queue.start()
+    await queue.submit(100)
+    big_run_rate = queue.seconds_per_unit
+    assert 0.0015 <= big_run_rate < 0.003
+    await queue.submit(1)
+    assert queue.seconds_per_unit < 1.2 * big_run_rate
+    await queue.stop()
