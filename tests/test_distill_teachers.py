@@ -26,7 +26,10 @@ def dataset(judgments, tmp_path_factory):
 
 
 def remote(url: str, kind: str, **options) -> TeacherConfig:
-    fast = dict(timeout=0.4, backoff=0.01, max_backoff=0.05, concurrency=3, documents_per_call=4, id="standin", version="1")
+    # The stand-in's faults cycle over all calls in flight, so one call's tries land on slots that depend on
+    # timing; 7 of FAULTS' 10 slots fail, and with 8 retries a call could (rarely) draw failures only.
+    fast = dict(timeout=0.4, backoff=0.01, max_backoff=0.05, concurrency=3, documents_per_call=4, max_retries=40,
+                id="standin", version="1")
     if kind == "llm":
         return TeacherConfig(llm_url=url + "/v1", model="standin", **{**fast, **options})
     return TeacherConfig(url=url, **{**SHAPES[kind], **fast, **options})
