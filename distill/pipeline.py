@@ -11,6 +11,7 @@ renamed into place, and data are checked before anything is written. The run end
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -246,8 +247,7 @@ def run(config: DistillConfig, strict: bool = False, force: set[str] = frozenset
 
         began = time.perf_counter()
         s = config.student
-        shape = StudentShape(s.layers, s.hidden, s.heads, s.intermediate, s.max_length, s.dropout, s.identity_attention,
-                             s.init_layers)
+        shape = StudentShape(**s.model_dump(include={f.name for f in dataclasses.fields(StudentShape)}))
         temporary = config.out / "student.partial"
         shutil.rmtree(temporary, ignore_errors=True)
         train_student(config.labels_dir, temporary, s.backbone or default_backbone(), shape, s.epochs, s.queries_per_step,
