@@ -20,13 +20,24 @@ from .student import StudentShape, build_student, save_student, score_pairs
 from .schedule import warmup_linear_decay
 
 
-def query_lists(labels: pd.DataFrame, max_items: int) -> list[tuple[str, list[str], np.ndarray]]:
-    """Group labelled pairs into (query, item texts, teacher logits), at most max_items each."""
+def query_lists(labels: pd.DataFrame) -> list[tuple[str, list[str], np.ndarray, np.ndarray]]:
+    """Group labelled pairs into (query, item texts, teacher logits, human labels or NaN), one per query."""
     lists = []
     for query, group in labels.groupby("query", sort=False):
-        group = group.drop_duplicates("item_id").head(max_items)
-        lists.append((query, list(group["item_text"]), group["teacher_score"].to_numpy(np.float32)))
+        group = group.drop_duplicates("item_id")
+        lists.append((query, list(group["item_text"]), group["teacher_score"].to_numpy(np.float32),
+                      group["human_label"].to_numpy(np.float64)))
     return lists
+
+
+def sample_items(query_list, max_items: int, generator: np.random.Generator):
+    """At most `max_items` of a query's items: a fresh random subset at each visit, so that every
+    augmented candidate of a query with many takes its turn (a fixed head would drop the deep ones)."""
+    query, items, teacher, human = query_list
+    if len(items) <= max_items:
+        return query_list
+    keep = np.sort(generator.choice(len(items), max_items, replace=False))
+    return query, [items[i] for i in keep], teacher[keep], human[keep]
 
 
 def student_logits(student, tokenizer: PairTokenizer, queries: list[str], items: list[str],
@@ -154,9 +165,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     keys = {f"{i}@{v}" for i, v in zip(train_labels["teacher_id"], train_labels["teacher_version"])}
     if len(keys) > 1:
         raise ValueError(f"label store {labels_dir} holds labels of several teachers {sorted(keys)}: pick one with --teacher")
-    train_lists = query_lists(train_labels, max_items)
-    human_lists = [group.drop_duplicates("item_id").head(max_items)["human_label"].to_numpy(np.float64)
-                   for _, group in train_labels.groupby("query", sort=False)] if aux_head else None
+    train_lists = query_lists(train_labels)
     teacher_ids = sorted(set(train_labels["teacher_id"]))
     validation = heldout(store, "validation", teacher)
 
@@ -185,10 +194,11 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
         for start in range(0, len(order), queries_per_step):
             if step >= total:
                 break
-            chosen = order[start:start + queries_per_step]
-            batch = [train_lists[i] for i in chosen]
+            sampled = [sample_items(train_lists[i], max_items, generator)
+                       for i in order[start:start + queries_per_step]]
+            batch = [(query, items, teacher) for query, items, teacher, _ in sampled]
             if aux is not None:
-                value = auxiliary_head_loss(student, aux, tokenizer, batch, [human_lists[i] for i in chosen],
+                value = auxiliary_head_loss(student, aux, tokenizer, batch, [human for *_, human in sampled],
                                             bce_weight, loss, temperature)
             else:
                 value = distillation_loss(student, tokenizer, batch, bce_weight, loss, temperature)
@@ -216,7 +226,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     test = heldout(store, "test", teacher)
     final = {
         "stage": "student", "shape": shape.__dict__, "teacher_ids": teacher_ids, "teachers": sorted(keys),
-        "train_queries": len(train_lists), "train_pairs": sum(len(i) for _, i, _ in train_lists),
+        "train_queries": len(train_lists), "train_pairs": sum(len(items) for _, items, *_ in train_lists),
         "validation": best_report, "history": history,
         "test": evaluate_student(student, tokenizer, test) if len(test) else None,
         "labels": str(labels_dir), "freeze_word_embeddings": freeze_word_embeddings,

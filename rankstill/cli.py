@@ -145,7 +145,7 @@ def train_command(
     identity_attention: bool = typer.Option(True, help="Start attention query/key projections at the identity (a lexical-match prior)."),
     freeze_word_embeddings: bool = typer.Option(True, help="Keep the PCA-projected word embeddings fixed (less memorisation)."),
     epochs: int = typer.Option(4), queries_per_step: int = typer.Option(16),
-    max_items: int = typer.Option(32, help="Items per query used in one Margin-MSE list."),
+    max_items: int = typer.Option(32, help="Items per query in one loss list; a query with more gets a fresh random subset at each visit."),
     lr: float = typer.Option(1e-3), bce_weight: float = typer.Option(0.1, help="Weight of the pointwise soft-BCE term."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
     teacher: Optional[str] = typer.Option(None, help="Train on this teacher's labels (id or id@version) when the store holds several."),

@@ -1,10 +1,11 @@
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file
 
 from rankstill.distill.student import StudentShape, build_student
 from rankstill.distill.teacher import default_backbone
-from rankstill.distill.train_student import distillation_loss
+from rankstill.distill.train_student import distillation_loss, query_lists, sample_items
 from rankstill.pair_tokenizer import PairTokenizer
 
 SHAPE = StudentShape(layers=2, hidden=64, heads=2, intermediate=128, max_length=32)
@@ -52,3 +53,25 @@ def test_distillation_fits_teacher_margins_on_a_fixed_batch():
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], (losses[0], losses[-1])
+
+
+def test_queries_with_many_candidates_show_each_of_them_in_turn():
+    labels = pd.DataFrame({
+        "query": ["deep"] * 40 + ["short"] * 3,
+        "item_id": [f"d{i}" for i in range(40)] + ["s0", "s1", "s2"],
+        "item_text": [f"text {i}" for i in range(40)] + ["a", "b", "c"],
+        "teacher_score": np.arange(43, dtype=np.float32),
+        "human_label": [0.5] * 5 + [np.nan] * 38,
+    })
+    deep, short = query_lists(labels)
+    generator = np.random.default_rng(0)
+    assert sample_items(short, 8, generator) is short
+    seen = set()
+    for _ in range(60):
+        query, items, teacher, human = sample_items(deep, 8, generator)
+        assert query == "deep" and len(items) == len(set(items)) == 8
+        positions = [int(item.split()[1]) for item in items]
+        assert teacher.tolist() == positions  # scores and labels stay with their items
+        assert np.isnan(human).tolist() == [p >= 5 for p in positions]
+        seen.update(items)
+    assert len(seen) == 40
