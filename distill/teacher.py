@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +134,11 @@ class HFTeacher:
 
 def fine_tune(teacher: HFTeacher, queries: list[str], items: list[str], targets: np.ndarray,
               epochs: float = 1.0, batch_size: int = 32, lr: float = 5e-5,
-              max_steps: int | None = None, seed: int = 0, progress: bool = True) -> list[float]:
-    """Soft-BCE fine-tuning on graded targets in [0, 1]; returns the per-step losses."""
+              max_steps: int | None = None, seed: int = 0, progress: bool = True,
+              after_step: Callable[[int, int], None] | None = None) -> list[float]:
+    """Soft-BCE fine-tuning on graded targets in [0, 1]; returns the per-step losses.
+
+    `after_step(steps_done, total)` runs after each optimizer step (a search evaluates and prunes there)."""
     generator = np.random.default_rng(seed)
     torch.manual_seed(seed)
     steps_per_epoch = math.ceil(len(queries) / batch_size)
@@ -161,6 +165,9 @@ def fine_tune(teacher: HFTeacher, queries: list[str], items: list[str], targets:
         losses.append(loss.item())
         bar.update()
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if after_step is not None:
+            after_step(step + 1, total)
+            teacher.model.train()
     bar.close()
     teacher.model.eval()
     return losses

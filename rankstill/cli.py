@@ -73,6 +73,40 @@ def teacher_export(
     typer.echo(f"{model_repo / name}: {metadata['parity']}")
 
 
+@teacher_app.command("search")
+def teacher_search(
+    data: Path = DataOption,
+    config: Optional[Path] = typer.Option(None, "--config", help="A distil config (YAML) whose `data` section replaces --data."),
+    out: Path = typer.Option(Path("runs/teacher-search"), help="Folder for search.json, search.png and the best teacher (OUT/best)."),
+    backbone: Optional[Path] = typer.Option(None, help="Encoder checkpoint to cut and fine-tune; default all-MiniLM-L6-v2."),
+    teacher_id: str = typer.Option("minilm-search", help="Name recorded with the best teacher's labels."),
+    budget_minutes: float = typer.Option(60.0, help="Stop proposing trials after this long (the running trial finishes)."),
+    trials: int = typer.Option(20, help="At most this many trials."),
+    layers: str = typer.Option("2,3,4,6", help="Backbone depths to try (its first N layers)."),
+    max_lengths: str = typer.Option("32,48,64,96", help="Tokens per pair to try."),
+    min_lr: float = typer.Option(1e-5), max_lr: float = typer.Option(3e-4),
+    min_epochs: float = typer.Option(0.5), max_epochs: float = typer.Option(3.0),
+    checks: int = typer.Option(4, help="Validation checks per trial (the pruner compares trials there)."),
+    check_queries: int = typer.Option(300, help="Validation queries scored at each check (all of them at the end)."),
+    max_queries: Optional[int] = typer.Option(None, help="Use only this many queries per split (quick runs)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Search the teacher's configuration (depth, learning rate, epochs, max length) with Optuna under a time
+    budget, pruning trials that trail by successive halving; picks by validation NDCG@10 and plots it
+    against labelling cost. Use OUT/best as `--teacher` of `rankstill label` / `teacher: {checkpoint: ...}`."""
+    from rankstill.distill.teacher import default_backbone
+    from rankstill.distill.teacher_search import SearchSpace, search_teachers
+
+    space = SearchSpace(layers=tuple(int(v) for v in layers.split(",")), lr=(min_lr, max_lr),
+                        epochs=(min_epochs, max_epochs), max_lengths=tuple(int(v) for v in max_lengths.split(",")))
+    result = search_teachers(_distill_data(config, data).limit_queries(max_queries), out,
+                             backbone or default_backbone(), teacher_id, budget_minutes, trials, space,
+                             checks=checks, check_queries=check_queries, seed=seed)
+    states = [t["state"] for t in result["trials"]]
+    typer.echo(f"{len(states)} trials ({states.count('COMPLETE')} completed, {states.count('PRUNED')} pruned); "
+               f"best: {json.dumps(result['best'])}; BM25 {result['validation_ndcg@10']['bm25']:.4f}")
+
+
 @app.command("label")
 def label_command(
     data: Path = DataOption,
