@@ -309,6 +309,8 @@ def _teacher(config: DistillConfig, dataset: Dataset, data_fp: str, stages: Stag
         return teacher, None
     if not dataset.has_judgments:
         raise ConfigError("no teacher named (teacher: url, checkpoint, onnx or llm_url) and no judgments to train one on")
+    if teacher.search is not None:
+        return _searched_teacher(config, dataset, data_fp, stages, default_backbone)
     training = teacher.train or TeacherTraining()
     teacher_dir = config.out / "teacher"
     fingerprint = _digest(data_fp, training.model_dump(), teacher.id, teacher.max_length, config.seed)
@@ -325,6 +327,29 @@ def _teacher(config: DistillConfig, dataset: Dataset, data_fp: str, stages: Stag
         stages.finish("teacher", fingerprint, began, validation=report.get("ndcg@10"))
     # The fine-tuned checkpoint's own card names it; no id override beyond what training wrote.
     return teacher.model_copy(update={"train": None, "id": None}), teacher_dir
+
+
+def _searched_teacher(config: DistillConfig, dataset: Dataset, data_fp: str, stages: Stages, default_backbone):
+    """The best teacher of a configuration search on the judgments (OUT/teacher-search/best), and the
+    max length it was chosen with."""
+    from .teacher import TEACHER_CARD
+    from .teacher_search import SearchSpace, search_teachers
+
+    search = config.teacher.search
+    folder = config.out / "teacher-search"
+    best = folder / "best"
+    fingerprint = _digest(data_fp, search.model_dump(), config.teacher.id, config.seed)
+    if not stages.done("teacher", fingerprint, best):
+        began = time.perf_counter()
+        shutil.rmtree(folder, ignore_errors=True)
+        space = SearchSpace(tuple(search.layers), search.lr, search.epochs, tuple(search.max_lengths))
+        result = search_teachers(dataset, folder, search.backbone or default_backbone(),
+                                 config.teacher.id or f"{config.name}-teacher", search.budget_minutes,
+                                 search.trials, space, search.batch_size, search.checks, search.check_queries,
+                                 config.seed)
+        stages.finish("teacher", fingerprint, began, search=result["best"])
+    max_length = json.loads((best / TEACHER_CARD).read_text())["max_length"]
+    return config.teacher.model_copy(update={"search": None, "id": None, "max_length": max_length}), best
 
 
 def evaluate(config: DistillConfig, teacher_key: str) -> dict:

