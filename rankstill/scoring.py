@@ -40,15 +40,16 @@ DEFAULT_RUN_OVERHEAD_TOKENS = 16.0
 CHARS_PER_TOKEN_BOUND = 50
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> "onnxruntime.InferenceSession":
-    """An ONNX Runtime CPU session with the project's options.
+def onnx_session(path: str | Path, threads: int | None = None,
+                 options: "onnxruntime.SessionOptions | None" = None) -> "onnxruntime.InferenceSession":
+    """An ONNX Runtime CPU session with the project's options (set on `options` when given, e.g. profiling).
 
     `threads`: intra-op threads (default: all cores). Idle threads do not spin: tokenization,
     the event loop and other sessions need the same few cores.
     """
     import onnxruntime as ort  # imported on first use: `rankstill --help` stays quick
 
-    options = ort.SessionOptions()
+    options = options or ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

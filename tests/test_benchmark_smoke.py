@@ -74,3 +74,14 @@ def test_locust_headless_run_writes_csv_and_enforces_its_budgets(tmp_path):
     rows = {row["Name"]: row for row in csv.DictReader((tmp_path / "ok_stats.csv").open())}
     assert int(rows["/rerank"]["Request Count"]) > 0 and int(rows["/rerank"]["Failure Count"]) == 0
     assert broken.returncode == 1 and "budget failed" in broken.stderr
+
+
+def test_model_profile_charges_the_run_to_operator_types():
+    from rankstill.benchmarks.profile_model import profile
+
+    report = profile(MODEL_REPO, "rerank-student", DATA, requests=3, candidates=20, threads=1)
+    operators = {row["op"]: row for row in report["operators"]}
+    assert "MatMul" in operators and operators["MatMul"]["nodes_per_run"] >= 1
+    assert abs(sum(row["share"] for row in report["operators"]) - 1) < 0.01
+    assert report["model_runs_per_request"] >= 1 and 0 <= report["between_kernels_share"] < 1
+    assert report["model_run_ms_per_request"] >= sum(row["ms_per_request"] for row in report["operators"])
