@@ -85,3 +85,26 @@ def test_cache_is_bounded_and_gives_the_same_ids():
     assert len(tokenizer._pieces) == 3
     again = tokenizer.encode(["q"] * 4, ["a b", "c d", "e f", "g h"])
     assert (first.input_ids == again.input_ids).all()
+
+
+def _cost(groups, lengths, overhead):
+    return sum(overhead + (stop - start) * lengths[stop - 1] for start, stop in groups)
+
+
+def test_length_groups_cost_no_more_than_any_other_cut():
+    from itertools import combinations
+
+    from rankstill.pair_tokenizer import _best_groups
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 11))
+        lengths = np.sort(rng.integers(3, 9, n))  # few distinct lengths: many ties
+        max_size, overhead = int(rng.integers(1, n + 2)), float(rng.choice([0.0, 2.5, 16.0, 100.0]))
+        groups = _best_groups(lengths, max_size, overhead)
+        assert groups[0][0] == 0 and groups[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(groups, groups[1:]))
+        assert all(0 < stop - start <= max_size for start, stop in groups)
+        every_cut = (list(zip((0, *cuts), (*cuts, n))) for k in range(n) for cuts in combinations(range(1, n), k))
+        allowed = [g for g in every_cut if all(stop - start <= max_size for start, stop in g)]
+        assert _cost(groups, lengths, overhead) == min(_cost(g, lengths, overhead) for g in allowed)
