@@ -123,7 +123,7 @@ def test_two_students_from_one_store(shared_store, tmp_path):
     for teacher, report in reports.items():
         assert report["teacher_ids"] == [teacher]
         per_query = store.read(split="train", teacher_id=teacher).groupby("query").size()
-        assert report["train_pairs"] == int(per_query.clip(upper=8).sum())  # at most max_items per query
+        assert per_query.max() > 8 and report["train_pairs"] == int(per_query.sum())  # every pair takes its turn
         assert report["validation"]["ndcg@10"]["student"] is not None
     # The two teachers' stored logits differ, so the two students learned from different targets.
     fp32 = store.read(teacher_id="rerank-student").sort_values(["query", "item_id"])["teacher_score"].to_numpy()
