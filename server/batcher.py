@@ -54,8 +54,7 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
         self.max_batch_size = max_batch_size
         self.max_queued = max_queued
         self.max_wait_s = max_wait_s
-        self.seconds_per_unit: float | None = None  # measured on the runs so far
-        self._recent_seconds = 0.0
+        self._recent_seconds = 0.0  # smoothed over the runs so far
         self._recent_units = 0.0
         self._on_batch = on_batch
         self._closed = False
@@ -71,6 +70,11 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
     def queued(self) -> int:
         """Size of the requests waiting for or in a model run."""
         return self._queued
+
+    @property
+    def seconds_per_unit(self) -> float | None:
+        """Model seconds per unit of `size`, measured on the runs so far (None before the first)."""
+        return self._recent_seconds / self._recent_units if self._recent_units else None
 
     @property
     def expected_wait_s(self) -> float:
@@ -163,10 +167,9 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
         seconds = time.perf_counter() - began
         units = sum(self._size(item) for item in items)
         if units:
-            keep = 0.0 if self.seconds_per_unit is None else 1 - RATE_SMOOTHING
+            keep = 1 - RATE_SMOOTHING if self._recent_units else 0.0
             self._recent_seconds = keep * self._recent_seconds + (1 - keep) * seconds
             self._recent_units = keep * self._recent_units + (1 - keep) * units
-            self.seconds_per_unit = self._recent_seconds / self._recent_units
         self._on_batch(items, seconds)
         return results
 
