@@ -16,10 +16,9 @@ import tempfile
 from pathlib import Path
 
 from rankstill.model_repo import load_model
-from rankstill.pair_tokenizer import PairTokenizer
-from rankstill.scoring import PairScorer, onnx_session
+from rankstill.scoring import OnnxRunner
 
-from .latency import build_payloads
+from .latency import build_payloads, floor_batches
 
 
 def profile(model_repo: Path, model: str | None, data: Path, requests: int, candidates: int,
@@ -27,19 +26,17 @@ def profile(model_repo: Path, model: str | None, data: Path, requests: int, cand
     import onnxruntime as ort
 
     entry = load_model(model_repo, model)
+    payloads = build_payloads(data, requests, candidates)
+    _, batches = floor_batches(entry.onnx_path, entry.tokenizer_path, entry.max_length, payloads)
     with tempfile.TemporaryDirectory() as scratch:
         options = ort.SessionOptions()
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(scratch) / "profile")
-        session = onnx_session(entry.onnx_path, threads, options)
-        scorer = PairScorer(PairTokenizer.from_file(entry.tokenizer_path, entry.max_length), _Unused())
-        batches = [scorer.prepare([scorer.tokenize([query] * len(docs), docs)])
-                   for query, docs in build_payloads(data, requests, candidates)]
-        inputs = {i.name for i in session.get_inputs()}
+        runner = OnnxRunner(entry.onnx_path, threads, options)
         for batch in batches:
             for _, encoded in batch.chunks:
-                session.run(None, {k: v for k, v in encoded.as_feeds().items() if k in inputs})
-        events = json.loads(Path(session.end_profiling()).read_text())
+                runner.run(encoded.as_feeds())
+        events = json.loads(Path(runner.session.end_profiling()).read_text())
     kernel_us, nodes, run_us, runs = collections.Counter(), collections.Counter(), 0.0, 0
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
@@ -55,13 +52,6 @@ def profile(model_repo: Path, model: str | None, data: Path, requests: int, cand
         "operators": [{"op": op, "ms_per_request": round(us / per_request, 3), "nodes_per_run": nodes[op] // runs,
                        "share": round(us / sum(kernel_us.values()), 3)} for op, us in kernel_us.most_common()],
     }
-
-
-class _Unused:
-    """The scorer here only tokenizes and cuts batches; the profiled session runs them."""
-
-    def run(self, feeds):
-        raise NotImplementedError
 
 
 def main() -> None:

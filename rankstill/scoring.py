@@ -67,8 +67,9 @@ class Runner(Protocol):
 class OnnxRunner:
     """A cross-encoder ONNX model run in-process; inputs the model does not declare are dropped."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
-        self.session = onnx_session(path, threads)
+    def __init__(self, path: str | Path, threads: int | None = None,
+                 options: "onnxruntime.SessionOptions | None" = None):
+        self.session = onnx_session(path, threads, options)
         self._input_names = {i.name for i in self.session.get_inputs()}
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
