@@ -66,7 +66,7 @@ def search_teachers(data: Dataset, out: Path, backbone: Path, teacher_id: str, b
         raise ValueError("a teacher search needs judged train and validation queries")
     check_set = validation[validation["query"].isin(validation["query"].drop_duplicates().head(check_queries))]
     out.mkdir(parents=True, exist_ok=True)
-    best = {"ndcg": -np.inf}
+    best_ndcg = -np.inf
 
     def objective(trial: optuna.Trial) -> float:
         config = {"layers": trial.suggest_categorical("layers", list(space.layers)),
@@ -92,8 +92,9 @@ def search_teachers(data: Dataset, out: Path, backbone: Path, teacher_id: str, b
         ndcg, pairs_per_second = validation_ndcg(teacher, validation)
         trial.set_user_attr("train_seconds", round(time.perf_counter() - began, 1))
         trial.set_user_attr("pairs_per_second", round(pairs_per_second, 1))
-        if ndcg > best["ndcg"]:
-            best.update(ndcg=ndcg, trial=trial.number)
+        nonlocal best_ndcg
+        if ndcg > best_ndcg:
+            best_ndcg = ndcg
             teacher.save(out / "best", teacher_id, {"stage": "teacher-search", "trial": trial.number,
                                                     "validation_ndcg@10": ndcg, **config})
         return ndcg
