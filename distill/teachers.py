@@ -364,12 +364,9 @@ def build_teacher(config: TeacherConfig, checkpoint: Path | None = None):
         return OnnxTeacher(path, config.threads, config.id, config.version)
     from .teacher import HFTeacher
 
-    device = config.device
-    if device == "auto":
-        import torch
+    from .torch_runner import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    teacher = HFTeacher(path, gguf_file=config.gguf_file, max_length=config.max_length, device=device)
+    teacher = HFTeacher(path, gguf_file=config.gguf_file, max_length=config.max_length, device=resolve_device(config.device))
     teacher.teacher_id = config.id or teacher.teacher_id
     teacher.version = config.version or teacher.version
     return teacher

@@ -10,6 +10,13 @@ import numpy as np
 import torch
 
 
+def resolve_device(device: str) -> str:
+    """`auto` is the GPU where PyTorch sees one, else the CPU; other names pass through (cpu, cuda, cuda:1)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 class TorchRunner:
     def __init__(self, model: torch.nn.Module):
         self.model = model

@@ -18,6 +18,7 @@ from .evaluate import agreement_report, gain_retention, print_report, ranking_re
 from .losses import margin_mse, ranking_loss, soft_bce
 from .student import StudentShape, build_student, save_student, score_pairs
 from .schedule import warmup_linear_decay
+from .torch_runner import resolve_device
 
 
 def query_lists(labels: pd.DataFrame) -> list[tuple[str, list[str], np.ndarray, np.ndarray]]:
@@ -46,10 +47,18 @@ def student_logits(student, tokenizer: PairTokenizer, queries: list[str], items:
     pairs = tokenizer.tokenize(queries, items)
     outputs, rows = [], []
     for chunk_rows, batch in pairs.chunks(math.ceil(len(pairs) / chunks)):
-        feeds = {name: torch.from_numpy(value) for name, value in batch.as_feeds().items()}
-        outputs.append(student(**feeds).logits[:, 0])
+        outputs.append(student(**_feeds(batch, student.device)).logits[:, 0])
         rows.append(chunk_rows)
-    return torch.cat(outputs)[torch.from_numpy(np.argsort(np.concatenate(rows), kind="stable"))]
+    return torch.cat(outputs)[_original_order(rows, student.device)]
+
+
+def _feeds(batch, device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: torch.from_numpy(value).to(device) for name, value in batch.as_feeds().items()}
+
+
+def _original_order(rows: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Indices that put the chunks' concatenated outputs back in the order the pairs came in."""
+    return torch.from_numpy(np.argsort(np.concatenate(rows), kind="stable")).to(device)
 
 
 def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: float, loss: str = "margin-mse",
@@ -61,7 +70,7 @@ def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: floa
     if flat is None:
         flat = student_logits(student, tokenizer, queries, items)
     width = max(len(items) for _, items, _ in lists)
-    scores = torch.zeros(len(lists), width)
+    scores = torch.zeros(len(lists), width, device=flat.device)
     teacher = torch.zeros(len(lists), width)
     mask = torch.zeros(len(lists), width, dtype=torch.bool)
     offset = 0
@@ -71,6 +80,7 @@ def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: floa
         teacher[row, :n] = torch.tensor(row_teacher)
         mask[row, :n] = True
         offset += n
+    teacher, mask = teacher.to(flat.device), mask.to(flat.device)
     value = margin_mse(scores, teacher, mask) if loss == "margin-mse" else \
         ranking_loss(loss, scores, teacher, mask, temperature)
     if bce_weight:
@@ -84,12 +94,11 @@ def two_head_logits(student, aux_head: torch.nn.Linear, tokenizer: PairTokenizer
     pairs = tokenizer.tokenize(queries, items)
     served, aux, rows = [], [], []
     for chunk_rows, batch in pairs.chunks(math.ceil(len(pairs) / 4)):
-        feeds = {name: torch.from_numpy(value) for name, value in batch.as_feeds().items()}
-        pooled = student.dropout(student.bert(**feeds)[1])
+        pooled = student.dropout(student.bert(**_feeds(batch, student.device))[1])
         served.append(student.classifier(pooled)[:, 0])
         aux.append(aux_head(pooled)[:, 0])
         rows.append(chunk_rows)
-    order = torch.from_numpy(np.argsort(np.concatenate(rows), kind="stable"))
+    order = _original_order(rows, student.device)
     return torch.cat(served)[order], torch.cat(aux)[order]
 
 
@@ -102,7 +111,7 @@ def auxiliary_head_loss(student, aux_head, tokenizer: PairTokenizer, lists, huma
     items = [item for _, items, _ in lists for item in items]
     served, aux = two_head_logits(student, aux_head, tokenizer, queries, items)
     value = distillation_loss(student, tokenizer, lists, bce_weight, loss, temperature, flat=aux)
-    labels = torch.from_numpy(np.concatenate(human).astype(np.float32))
+    labels = torch.from_numpy(np.concatenate(human).astype(np.float32)).to(served.device)
     known = ~torch.isnan(labels)
     if known.any():
         value = value + soft_bce(served[known], labels[known])
@@ -146,13 +155,14 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
                   bce_weight: float, max_steps: int | None = None, seed: int = 0,
                   freeze_word_embeddings: bool = False, teacher: str | None = None, progress: bool = True,
                   loss: str = "margin-mse", temperature: float = 1.0, extra_labels: list[Path] = (),
-                  train_filter=None, aux_head: bool = False) -> dict:
+                  train_filter=None, aux_head: bool = False, device: str = "auto") -> dict:
     """`teacher` (`id` or `id@version`) picks one teacher's labels from a shared store.
 
     `loss`: margin-mse, listwise or ranknet (`temperature` for the last two); `extra_labels`: more
     stores (augmented pairs from `rankstill augment`) whose training pairs join the main store's;
     `train_filter`: a function of the training frame that returns the rows to train on (sweeps);
-    `aux_head`: fit the teacher with an auxiliary head and the served head to human labels."""
+    `aux_head`: fit the teacher with an auxiliary head and the served head to human labels;
+    `device`: cpu, cuda, or auto (the GPU where there is one)."""
     store = LabelStore(labels_dir)
     train_labels = store.read(split="train", teacher_id=teacher)
     extra = [LabelStore(path).read(split="train", teacher_id=teacher) for path in extra_labels]
@@ -172,12 +182,13 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     torch.manual_seed(seed)
     generator = np.random.default_rng(seed)
     tokenizer = PairTokenizer.from_file(backbone_dir / "tokenizer.json", shape.max_length)
-    student = build_student(shape, backbone_dir)
+    device = resolve_device(device)
+    student = build_student(shape, backbone_dir).to(device)
     # The 30k-token table is most of a small student's weights; frozen, it cannot memorise queries.
     student.bert.embeddings.word_embeddings.weight.requires_grad_(not freeze_word_embeddings)
     steps_per_epoch = math.ceil(len(train_lists) / queries_per_step)
     total = min(epochs * steps_per_epoch, max_steps or epochs * steps_per_epoch)
-    aux = torch.nn.Linear(student.config.hidden_size, 1) if aux_head else None
+    aux = torch.nn.Linear(student.config.hidden_size, 1).to(device) if aux_head else None
     trainable = [p for p in student.parameters() if p.requires_grad] + (list(aux.parameters()) if aux else [])
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
     schedule = warmup_linear_decay(optimizer, total)
@@ -230,7 +241,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
         "validation": best_report, "history": history,
         "test": evaluate_student(student, tokenizer, test) if len(test) else None,
         "labels": str(labels_dir), "freeze_word_embeddings": freeze_word_embeddings,
-        "loss": loss, "temperature": temperature, "bce_weight": bce_weight, "aux_head": aux_head,
+        "loss": loss, "temperature": temperature, "bce_weight": bce_weight, "aux_head": aux_head, "device": device,
         "extra_labels": [str(path) for path in extra_labels],
         "train_sources": {str(k): int(v) for k, v in train_labels["source"].value_counts().items()},
     }

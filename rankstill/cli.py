@@ -23,6 +23,7 @@ app.add_typer(teacher_app, name="teacher")
 app.add_typer(seq_app, name="seq")
 
 DEFAULT_DATA = Path("../shared/data/homedepot/pairs.csv.gz")
+TrainingDeviceOption = typer.Option("auto", help="cpu, cuda, or auto: the GPU where PyTorch sees one, else the CPU.")
 DataOption = typer.Option(DEFAULT_DATA, "--data", help="Home Depot judgments (query, product_uid, product_title, relevance) as CSV.")
 
 
@@ -188,6 +189,8 @@ def train_command(
     extra_labels: list[Path] = typer.Option([], help="More label stores (e.g. from `rankstill augment`) whose training pairs join --labels'; repeatable."),
     aux_head: bool = typer.Option(False, help="Fit the teacher with an auxiliary head and the served head to human labels (shared trunk)."),
     init_layers: str = typer.Option("", help="Start from these layers of --backbone, e.g. 0,2,4 (student width, heads and intermediate size must be the backbone's)."),
+    seed: int = typer.Option(0, help="Seeds the initial weights, the query order and the item subsets."),
+    device: str = TrainingDeviceOption,
 ) -> None:
     """Train a small cross-encoder student on teacher labels with all-pairs Margin-MSE (+ soft BCE)."""
     from rankstill.distill.student import StudentShape
@@ -196,8 +199,8 @@ def train_command(
 
     shape = StudentShape(layers, hidden, heads, intermediate, max_length, dropout, identity_attention, init_layers)
     train_student(labels, out, backbone or default_backbone(), shape, epochs, queries_per_step,
-                  max_items, lr, bce_weight, max_steps, freeze_word_embeddings=freeze_word_embeddings, teacher=teacher,
-                  loss=loss, temperature=temperature, extra_labels=extra_labels, aux_head=aux_head)
+                  max_items, lr, bce_weight, max_steps, seed, freeze_word_embeddings=freeze_word_embeddings, teacher=teacher,
+                  loss=loss, temperature=temperature, extra_labels=extra_labels, aux_head=aux_head, device=device)
 
 
 @app.command("export")
@@ -476,10 +479,10 @@ def augment_command(
     typer.echo(json.dumps(result))
 
 
-def _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps) -> dict:
+def _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device) -> dict:
     return {"epochs": epochs, "queries_per_step": queries_per_step, "max_items": max_items, "lr": lr,
             "bce_weight": bce_weight, "loss": loss, "temperature": temperature, "max_steps": max_steps,
-            "freeze_word_embeddings": True}
+            "freeze_word_embeddings": True, "device": device}
 
 
 @sweep_app.command("data-size")
@@ -495,6 +498,7 @@ def sweep_data_size(
     loss: str = typer.Option("margin-mse"), temperature: float = typer.Option(1.0),
     max_steps: Optional[int] = typer.Option(None), seed: int = typer.Option(0),
     backbone: Optional[Path] = typer.Option(None, help="Tokenizer and embeddings to start from; default all-MiniLM-L6-v2."),
+    device: str = TrainingDeviceOption,
 ) -> None:
     """Student quality against the number of teacher-labelled augmented pairs (same student; validation only)."""
     from rankstill.distill.sweep import data_size_sweep, parse_shape
@@ -502,7 +506,7 @@ def sweep_data_size(
 
     result = data_size_sweep(labels, extra_labels, out, [int(v) for v in sizes.split(",")], backbone or default_backbone(),
                              parse_shape(f"{layers}x{hidden}"),
-                             _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps),
+                             _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device),
                              tuple(sources.split(",")), seed)
     for row in result["rows"]:
         typer.echo(f"{row['augmented_pairs']:>8} augmented pairs: student {row['validation_ndcg@10']['student']:.4f}, "
@@ -526,6 +530,7 @@ def sweep_frontier(
     loss: str = typer.Option("margin-mse"), temperature: float = typer.Option(1.0),
     max_steps: Optional[int] = typer.Option(None),
     data: Path = DataOption,
+    device: str = TrainingDeviceOption,
 ) -> None:
     """Capacity against latency: train, export (fp32 + int8) and time several student shapes in one run."""
     from rankstill.benchmarks.latency import build_payloads
@@ -533,7 +538,7 @@ def sweep_frontier(
     from rankstill.distill.teacher import default_backbone
 
     specs = [spec for spec in shapes.split(";")] if ";" in shapes else _split_specs(shapes)
-    options = _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps)
+    options = _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device)
     options["teacher_init_lr"] = teacher_init_lr
     result = frontier(labels, extra_labels, out, specs, default_backbone(), teacher_backbone, options,
                       build_payloads(data, payload_count, 100), baseline if baseline and baseline.is_dir() else None,
