@@ -1,11 +1,13 @@
 """The whole CLI chain on a small real slice: teacher → label → train → export → serve."""
 
+import json
 import subprocess
 import sys
 
 import httpx
 import numpy as np
 import pytest
+import torch
 
 from rankstill.distill.student import load_student, score_pairs
 from rankstill.label_store import LabelStore
@@ -32,8 +34,8 @@ def test_cli_pipeline_end_to_end(data_path, tmp_path):
 
     rankstill("train", "--labels", str(labels), "--out", str(student), "--epochs", "2",
               "--layers", "1", "--hidden", "64", "--heads", "2", "--intermediate", "128",
-              "--queries-per-step", "4")
-    assert (student / "report.json").is_file()
+              "--queries-per-step", "4", "--device", "auto")
+    assert json.loads((student / "report.json").read_text())["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
     rankstill("export", "--student", str(student), "--labels", str(labels), "--model-repo", str(repo),
               "--name", "tiny", "--no-int8")
