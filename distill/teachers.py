@@ -363,7 +363,6 @@ def build_teacher(config: TeacherConfig, checkpoint: Path | None = None):
     if Path(path, "rankstill.json").is_file():  # an ONNX entry passed as a checkpoint
         return OnnxTeacher(path, config.threads, config.id, config.version)
     from .teacher import HFTeacher
-
     from .torch_runner import resolve_device
 
     teacher = HFTeacher(path, gguf_file=config.gguf_file, max_length=config.max_length, device=resolve_device(config.device))
