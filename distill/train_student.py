@@ -51,9 +51,8 @@ def student_logits(student, tokenizer: PairTokenizer, queries: list[str], items:
 
 def _length_sorted_chunks(pairs, chunks: int = 4):
     """The pairs sorted by length in `chunks` runs, each padded to its own longest pair. A training run
-    (forward and backward in PyTorch) costs far more than the tokens the server's finer cut saves: as
-    many runs as the server makes (one per distinct length) took 1.4-1.6 times as long per step on a CPU,
-    and left a GPU waiting on kernel launches."""
+    (forward and backward in PyTorch) costs far more than the padding a finer cut saves: a run per
+    distinct length took 1.4-1.6 times as long per step on a CPU, and left a GPU waiting on kernel launches."""
     every_token = len(pairs) * int(pairs.lengths.max(initial=1))  # so a run costs more than any padding it saves
     return pairs.chunks(math.ceil(len(pairs) / chunks), run_overhead_tokens=every_token)
 
