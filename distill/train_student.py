@@ -42,11 +42,17 @@ def sample_items(query_list, max_items: int, generator: np.random.Generator):
 
 def student_logits(student, tokenizer: PairTokenizer, queries: list[str], items: list[str]) -> torch.Tensor:
     """Logits for all pairs (with gradients), run in a few length-sorted chunks."""
+    return _pair_outputs(student, tokenizer, queries, items, lambda feeds: (student(**feeds).logits[:, 0],))[0]
+
+
+def _pair_outputs(student, tokenizer: PairTokenizer, queries: list[str], items: list[str], heads) -> list[torch.Tensor]:
+    """Each output of `heads(feeds)` for all pairs, back in the pairs' order, run in a few length-sorted chunks."""
     outputs, rows = [], []
     for chunk_rows, batch in _length_sorted_chunks(tokenizer.tokenize(queries, items)):
-        outputs.append(student(**_feeds(batch, student.device)).logits[:, 0])
+        outputs.append(heads(_feeds(batch, student.device)))
         rows.append(chunk_rows)
-    return torch.cat(outputs)[_original_order(rows, student.device)]
+    order = _original_order(rows, student.device)
+    return [torch.cat(parts)[order] for parts in zip(*outputs)]
 
 
 def _length_sorted_chunks(pairs, chunks: int = 4):
@@ -70,9 +76,9 @@ def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: floa
                       temperature: float = 1.0, flat: torch.Tensor | None = None) -> torch.Tensor:
     """`loss` (Margin-MSE by default; listwise or ranknet, see distill/losses.py) over each query's items,
     plus `bce_weight` × soft BCE against σ(teacher). `flat`: the pairs' logits when already computed."""
-    queries = [query for query, items, _ in lists for _ in items]
-    items = [item for _, items, _ in lists for item in items]
     if flat is None:
+        queries = [query for query, items, _ in lists for _ in items]
+        items = [item for _, items, _ in lists for item in items]
         flat = student_logits(student, tokenizer, queries, items)
     width = max(len(items) for _, items, _ in lists)
     scores = torch.zeros(len(lists), width, device=flat.device)
@@ -96,14 +102,11 @@ def distillation_loss(student, tokenizer: PairTokenizer, lists, bce_weight: floa
 def two_head_logits(student, aux_head: torch.nn.Linear, tokenizer: PairTokenizer, queries: list[str],
                     items: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Served-head and auxiliary-head logits of all pairs from one shared trunk (pooled [CLS])."""
-    served, aux, rows = [], [], []
-    for chunk_rows, batch in _length_sorted_chunks(tokenizer.tokenize(queries, items)):
-        pooled = student.dropout(student.bert(**_feeds(batch, student.device))[1])
-        served.append(student.classifier(pooled)[:, 0])
-        aux.append(aux_head(pooled)[:, 0])
-        rows.append(chunk_rows)
-    order = _original_order(rows, student.device)
-    return torch.cat(served)[order], torch.cat(aux)[order]
+    def both_heads(feeds):
+        pooled = student.dropout(student.bert(**feeds)[1])
+        return student.classifier(pooled)[:, 0], aux_head(pooled)[:, 0]
+
+    return tuple(_pair_outputs(student, tokenizer, queries, items, both_heads))
 
 
 def auxiliary_head_loss(student, aux_head, tokenizer: PairTokenizer, lists, human: list[np.ndarray],
