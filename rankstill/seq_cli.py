@@ -88,15 +88,20 @@ def seq_teacher(
     epochs: int = typer.Option(15), batch_size: int = typer.Option(256), lr: float = typer.Option(1e-3),
     patience: int = typer.Option(3, help="Epochs without a better validation NDCG@20 before stopping."),
     k: int = typer.Option(10, help="Candidates per training row written for ranking distillation."),
+    members: int = typer.Option(1, min=1, help="Train this many teachers (seeds --seed, +1, ...) and write the outputs of "
+                                "their ensemble: mean log-softmax scores, item embeddings side by side."),
+    seed: int = typer.Option(0, help="Seed of the (first) teacher."),
 ) -> None:
     """Train the text-aware SASRec teacher (softmax over all items) and write its top-K, distances and item embeddings."""
+    from dataclasses import replace
+
     from rankstill.distill.seqrec.models import SeqShape
     from rankstill.distill.seqrec.stage import train_teacher
     from rankstill.distill.teacher import default_backbone
 
     shape = SeqShape(kind="sasrec", hidden=hidden, layers=layers, heads=heads, dropout=dropout)
     report = train_teacher(data, out, backbone or default_backbone(), shape,
-                           _seq_config(epochs, batch_size, lr, patience, "ce"), k)
+                           replace(_seq_config(epochs, batch_size, lr, patience, "ce"), seed=seed), k, members)
     typer.echo(json.dumps({"best_epoch": report["best_epoch"], "valid": report["valid"], "test": report["test"]}, indent=2))
 
 

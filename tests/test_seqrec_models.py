@@ -7,7 +7,7 @@ import torch
 from rankstill.distill.seqrec.data import SeqDataset
 from rankstill.distill.seqrec.evaluate import evaluate, ranking_metrics
 from rankstill.distill.seqrec.models import SeqShape, build_model
-from rankstill.distill.seqrec.teacher import load_interchange, write_interchange
+from rankstill.distill.seqrec.teacher import TeacherEnsemble, load_interchange, write_interchange
 from rankstill.distill.seqrec.train import TrainConfig, train
 
 
@@ -50,18 +50,18 @@ def small_teacher(seq_data, tmp_path_factory):
     untrained = evaluate(model, valid)
     model, report = train(model, train_rows, valid, TrainConfig(loss="ce", epochs=3, patience=3), progress=False)
     folder = tmp_path_factory.mktemp("seq-teacher")
-    write_interchange(folder, model, seq_data.split("train"), seq_data.split("test"), 10, {"teacher_id": "tiny"})
-    return folder, untrained, report
+    write_interchange(folder, TeacherEnsemble([model]), seq_data.split("train"), seq_data.split("test"), 10, {"teacher_id": "tiny"})
+    return folder, untrained, report, model
 
 
 def test_training_beats_an_untrained_model_and_picks_the_best_validation_epoch(small_teacher):
-    _, untrained, report = small_teacher
+    _, untrained, report, _ = small_teacher
     assert report["valid"]["hr@20"] > 3 * untrained["hr@20"]
     assert report["valid"]["ndcg@20"] == max(epoch["ndcg@20"] for epoch in report["epochs"])
 
 
 def test_ranking_distillation_moves_the_student_towards_the_teacher(small_teacher, seq_data):
-    folder, _, _ = small_teacher
+    folder, *_ = small_teacher
     teacher = load_interchange(folder, seq_data)
     rows = 6000
     targets = type(teacher.targets)(teacher.targets.candidates[:rows], teacher.targets.distances[:rows])
@@ -75,10 +75,50 @@ def test_ranking_distillation_moves_the_student_towards_the_teacher(small_teache
     assert overlaps["distilled"] > overlaps["alone"] + 0.05, overlaps
 
 
+def test_an_ensemble_of_one_model_with_itself_writes_that_models_outputs(small_teacher, seq_data, tmp_path):
+    from rankstill.distill.seqrec.teacher import CONFIDENCE_FILE, EMBEDDINGS_FILE, RANKS_FILE
+
+    folder, *_, model = small_teacher
+    write_interchange(tmp_path, TeacherEnsemble([model, model]), seq_data.split("train"), seq_data.split("test"), 10, {})
+    assert (np.loadtxt(tmp_path / RANKS_FILE) == np.loadtxt(folder / RANKS_FILE)).all()
+    assert np.allclose(np.loadtxt(tmp_path / CONFIDENCE_FILE), np.loadtxt(folder / CONFIDENCE_FILE), atol=1e-4)
+    single, double = torch.load(folder / EMBEDDINGS_FILE), torch.load(tmp_path / EMBEDDINGS_FILE)
+    assert double.shape == (seq_data.num_items, 2 * single.shape[1]) and torch.equal(double[:, single.shape[1]:], single)
+
+
+def test_seq_teacher_trains_an_ensemble_and_writes_its_outputs(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from rankstill.cli import app
+    from rankstill.distill.seqrec.data import SeqData, load_movielens, write_log_dataset
+    from rankstill.distill.seqrec.stage import load_teacher
+
+    from conftest import MOVIELENS
+
+    log, catalogue = load_movielens(MOVIELENS)
+    write_log_dataset(log[log["user"] <= 30], catalogue, tmp_path / "data")
+    out = tmp_path / "teacher"
+    result = CliRunner().invoke(app, ["seq", "teacher", "--data", str(tmp_path / "data"), "--out", str(out), "--hidden", "16",
+                                      "--heads", "1", "--epochs", "2", "--members", "2", "--seed", "5", "--k", "4"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [m["seed"] for m in report["members"]] == [5, 6]
+    assert (out / "member-5" / "model.pt").is_file() and (out / "member-6" / "model.pt").is_file()
+    data = SeqData.open(tmp_path / "data")
+    teacher = load_teacher(out)
+    assert len(teacher.members) == 2
+    assert report["test"] == pytest.approx(evaluate(teacher, data.split("test")))
+    outputs = load_interchange(out, data)
+    assert outputs.embeddings.shape == (data.num_items, 32) and outputs.targets.candidates.shape == (len(data.split("train")), 4)
+    assert outputs.info["teacher_id"] == "text-sasrec-16x2-ensemble2" and (outputs.targets.distances >= 0).all()
+
+
 def test_import_checks_row_alignment_and_id_range(small_teacher, seq_data, tmp_path):
     from rankstill.distill.seqrec.teacher import (CONFIDENCE_FILE, EMBEDDINGS_FILE, RANKS_FILE, import_interchange)
 
-    folder, _, _ = small_teacher
+    folder, *_ = small_teacher
     ranks = np.loadtxt(folder / RANKS_FILE, dtype=np.int64)
     files = {"embeddings": folder / EMBEDDINGS_FILE, "ranks": folder / RANKS_FILE, "confidence": folder / CONFIDENCE_FILE}
 
@@ -135,7 +175,7 @@ def test_table_with_seeds_reports_mean_std_and_paired_gains(tmp_path):
     torch.manual_seed(0)
     teacher = build_model(SeqShape(kind="sasrec", num_items=data.num_items, hidden=16))
     teacher, _ = train(teacher, data.split("train"), data.split("valid"), TrainConfig(loss="ce", epochs=1), progress=False)
-    write_interchange(tmp_path / "teacher", teacher, data.split("train"), data.split("test"), 5,
+    write_interchange(tmp_path / "teacher", TeacherEnsemble([teacher]), data.split("train"), data.split("test"), 5,
                       {"teacher_id": "tiny", "test": evaluate(teacher, data.split("test")), "valid": {"hr@20": 0.0}})
     rows = comparison_table(tmp_path / "data", tmp_path / "teacher", tmp_path / "table", ["gru4rec"], ["alone", "dllm2rec"],
                             SeqShape(hidden=16), TrainConfig(epochs=1, patience=1, distill_weight=0.5, seed=3), 0.3, seeds=2)

@@ -14,7 +14,7 @@ from .data import SeqData
 from .evaluate import evaluate, top_items
 from .losses import DistillWeights
 from .models import SeqRecommender, SeqShape, build_model
-from .teacher import TeacherOutputs, load_interchange, title_embeddings, write_interchange
+from .teacher import TeacherEnsemble, TeacherOutputs, load_interchange, title_embeddings, write_interchange
 from .train import TrainConfig, train
 
 CHECKPOINT = "model.pt"
@@ -35,19 +35,46 @@ def load_checkpoint(folder: Path) -> tuple[SeqRecommender, dict]:
     return model.eval(), saved
 
 
-def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, config: TrainConfig, k: int = 10) -> dict:
-    """Text-aware SASRec teacher (softmax over all items), then its interchange files in `out`."""
+def member_folder(out: Path, seed: int, members: int) -> Path:
+    return out if members == 1 else out / f"member-{seed}"
+
+
+def load_teacher(folder: Path) -> TeacherEnsemble:
+    """The teacher of a `seq teacher` folder: its one model, or its ensemble members (member-<seed>/)."""
+    folders = sorted(Path(folder).glob("member-*/")) or [Path(folder)]
+    return TeacherEnsemble([load_checkpoint(member)[0] for member in folders]).eval()
+
+
+def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, config: TrainConfig, k: int = 10,
+                  members: int = 1) -> dict:
+    """Text-aware SASRec teacher (softmax over all items), then its interchange files in `out`.
+
+    `members` > 1 trains that many teachers (seeds config.seed, +1, ...; each in out/member-<seed>)
+    and writes the interchange files of their ensemble (`TeacherEnsemble`)."""
     data = SeqData.open(data_dir)
     titles = title_embeddings(data.items["title"].tolist(), backbone)
     shape = replace(shape, num_items=data.num_items, window=data.window, text_dim=titles.shape[1])
-    torch.manual_seed(config.seed)
-    model, report = train(build_model(shape, titles), data.split("train"), data.split("valid"), config)
-    report["test"] = evaluate(model, data.split("test"))
-    report["teacher_id"] = f"text-{shape.kind}-{shape.hidden}x{shape.layers}"
-    save_checkpoint(model, out, report, {"titles": titles})
-    write_interchange(out, model, data.split("train"), data.split("test"), k,
-                      {"teacher_id": report["teacher_id"], "backbone": str(backbone), "test": report["test"],
-                       "valid": {k: v for k, v in report["valid"].items() if k != "epoch"}, "best_epoch": report["best_epoch"]})
+    teacher_id = f"text-{shape.kind}-{shape.hidden}x{shape.layers}" + (f"-ensemble{members}" if members > 1 else "")
+    trained, reports = [], []
+    for seed in range(config.seed, config.seed + members):
+        torch.manual_seed(seed)
+        model, report = train(build_model(shape, titles), data.split("train"), data.split("valid"), replace(config, seed=seed))
+        report.update(test=evaluate(model, data.split("test")), teacher_id=teacher_id if members == 1 else f"{teacher_id}-member-{seed}")
+        save_checkpoint(model, member_folder(out, seed, members), report, {"titles": titles})
+        trained.append(model)
+        reports.append(report)
+    teacher = TeacherEnsemble(trained).eval()
+    if members == 1:
+        report = reports[0]
+    else:
+        report = {"teacher_id": teacher_id, "valid": evaluate(teacher, data.split("valid")), "test": evaluate(teacher, data.split("test")),
+                  "best_epoch": [r["best_epoch"] for r in reports],
+                  "members": [{"seed": r["config"]["seed"], "best_epoch": r["best_epoch"], "test": r["test"],
+                               "valid": {m: v for m, v in r["valid"].items() if m != "epoch"}} for r in reports]}
+        (out / REPORT).write_text(json.dumps(report, indent=2))
+    write_interchange(out, teacher, data.split("train"), data.split("test"), k,
+                      {"teacher_id": teacher_id, "backbone": str(backbone), "test": report["test"], "members": members,
+                       "valid": {m: v for m, v in report["valid"].items() if m != "epoch"}, "best_epoch": report["best_epoch"]})
     return report
 
 
@@ -192,7 +219,7 @@ def inference_ratio(teacher_dir: Path, student_dir: Path, data_dir: Path, batch_
     """PyTorch CPU time per batch of the teacher vs a student, interleaved (same rows)."""
     data = SeqData.open(data_dir)
     test = data.split("test")
-    teacher, _ = load_checkpoint(teacher_dir)
+    teacher = load_teacher(teacher_dir)
     student, _ = load_checkpoint(student_dir)
     history = torch.as_tensor(test.history[:batch_size])
     lengths = torch.as_tensor(test.lengths[:batch_size])

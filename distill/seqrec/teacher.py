@@ -11,6 +11,9 @@ Interchange files (DLLM2Rec's names; BIGRec/LLM outputs can be imported in the s
     confidence_train.txt   one line per training row: K distances (lower = closer)
     myrank_test.txt        optional, top-20 per test row (for teacher-student overlap@20)
     teacher.json           what produced them
+
+A teacher may be an ensemble of several trained teachers (`TeacherEnsemble`): its scores are the mean
+of theirs after log-softmax (a product of experts), its item embeddings theirs side by side.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .data import SeqData, SeqDataset
 from .evaluate import top_items
@@ -51,15 +55,30 @@ def title_embeddings(titles: list[str], backbone: Path, batch_size: int = 128) -
     return torch.cat(chunks)
 
 
-def write_interchange(out: Path, teacher: SeqRecommender, train: SeqDataset, test: SeqDataset, k: int, info: dict) -> None:
+class TeacherEnsemble(nn.Module):
+    """Several recommenders scoring as one: the mean of their log-softmax scores over all items."""
+
+    def __init__(self, members: list[SeqRecommender]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.log_softmax(member(history, lengths), dim=1) for member in self.members]).mean(0)
+
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        """[num_items, sum of the members' widths]: each member's item-input table, side by side."""
+        return torch.cat([member.item_input.table()[:-1] for member in self.members], dim=1)
+
+
+def write_interchange(out: Path, teacher: TeacherEnsemble, train: SeqDataset, test: SeqDataset, k: int, info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        torch.save(teacher.item_input.table()[:-1].detach().clone(), out / EMBEDDINGS_FILE)
+    torch.save(teacher.item_embeddings().clone(), out / EMBEDDINGS_FILE)
     candidates, log_probs = top_items(teacher, train, k)
     np.savetxt(out / RANKS_FILE, candidates, fmt="%d")
     np.savetxt(out / CONFIDENCE_FILE, -log_probs, fmt="%.6f")  # distance = -log p(item) under the teacher
     np.savetxt(out / TEST_RANKS_FILE, top_items(teacher, test, 20)[0], fmt="%d")
-    (out / INFO_FILE).write_text(json.dumps({**info, "num_items": teacher.shape.num_items, "k": k,
+    (out / INFO_FILE).write_text(json.dumps({**info, "num_items": teacher.members[0].shape.num_items, "k": k,
                                              "train_rows": len(train)}, indent=2))
 
 
