@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from rankstill.label_store import LabelStore
@@ -163,16 +162,14 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
                   bce_weight: float, max_steps: int | None = None, seed: int = 0,
                   freeze_word_embeddings: bool = False, teacher: str | None = None, progress: bool = True,
                   loss: str = "margin-mse", temperature: float = 1.0, extra_labels: list[Path] = (),
-                  train_filter=None, aux_head: bool = False, device: str = "auto", ema_decay: float = 0.0) -> dict:
+                  train_filter=None, aux_head: bool = False, device: str = "auto") -> dict:
     """`teacher` (`id` or `id@version`) picks one teacher's labels from a shared store.
 
     `loss`: margin-mse, listwise or ranknet (`temperature` for the last two); `extra_labels`: more
     stores (augmented pairs from `rankstill augment`) whose training pairs join the main store's;
     `train_filter`: a function of the training frame that returns the rows to train on (sweeps);
     `aux_head`: fit the teacher with an auxiliary head and the served head to human labels;
-    `device`: cpu, cuda, or auto (the GPU where there is one); `ema_decay` > 0: validate, keep and
-    save an exponential moving average of the weights (per step) instead of the weights themselves;
-    the history still records the raw weights' validation NDCG@10 beside it."""
+    `device`: cpu, cuda, or auto (the GPU where there is one)."""
     store = LabelStore(labels_dir)
     train_labels = store.read(split="train", teacher_id=teacher)
     extra = [LabelStore(path).read(split="train", teacher_id=teacher) for path in extra_labels]
@@ -202,8 +199,6 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     trainable = [p for p in student.parameters() if p.requires_grad] + (list(aux.parameters()) if aux else [])
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
     schedule = warmup_linear_decay(optimizer, total)
-    average = AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
-    served = average.module if average is not None else student
 
     best_state, best_report, history = None, None, []
     bar = tqdm(total=total, desc="student distillation", unit="step", disable=not progress)
@@ -230,26 +225,21 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            if average is not None:
-                average.update_parameters(student)
             losses.append(value.item())
             step += 1
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         # Harvested shadow labels have no judged validation pairs: then the last epoch is kept.
-        report = evaluate_student(served, tokenizer, validation) if len(validation) else {"ndcg@10": None}
+        report = evaluate_student(student, tokenizer, validation) if len(validation) else {"ndcg@10": None}
         report.update(epoch=epoch + 1, steps=step, train_loss=float(np.mean(losses)) if losses else None)
-        if average is not None and len(validation):
-            report["raw_weights_ndcg@10"] = evaluate_student(student, tokenizer, validation)["ndcg@10"]["student"]
         history.append(report)
         tqdm.write(f"epoch {epoch + 1}: validation NDCG@10 {report['ndcg@10']}, "
                    f"agreement {report.get('agreement')}")
         if (best_report is None or report["ndcg@10"] is None
                 or report["ndcg@10"]["student"] > best_report["ndcg@10"]["student"]):
-            best_state, best_report = copy.deepcopy(served.state_dict()), report
+            best_state, best_report = copy.deepcopy(student.state_dict()), report
     bar.close()
 
-    student = served
     student.load_state_dict(best_state)
     test = heldout(store, "test", teacher)
     final = {
@@ -259,7 +249,6 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
         "test": evaluate_student(student, tokenizer, test) if len(test) else None,
         "labels": str(labels_dir), "freeze_word_embeddings": freeze_word_embeddings,
         "loss": loss, "temperature": temperature, "bce_weight": bce_weight, "aux_head": aux_head, "device": device,
-        "ema_decay": ema_decay,
         "extra_labels": [str(path) for path in extra_labels],
         "train_sources": {str(k): int(v) for k, v in train_labels["source"].value_counts().items()},
     }

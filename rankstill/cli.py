@@ -190,8 +190,6 @@ def train_command(
     aux_head: bool = typer.Option(False, help="Fit the teacher with an auxiliary head and the served head to human labels (shared trunk)."),
     init_layers: str = typer.Option("", help="Start from these layers of --backbone, e.g. 0,2,4 (student width, heads and intermediate size must be the backbone's)."),
     seed: int = typer.Option(0, help="Seeds the initial weights, the query order and the item subsets."),
-    ema_decay: float = typer.Option(0.0, min=0.0, max=0.9999, help="Per-step decay of an exponential moving average of the weights; "
-                                    "> 0: the average is validated and saved (0: off)."),
     device: str = TrainingDeviceOption,
 ) -> None:
     """Train a small cross-encoder student on teacher labels with all-pairs Margin-MSE (+ soft BCE)."""
@@ -202,8 +200,7 @@ def train_command(
     shape = StudentShape(layers, hidden, heads, intermediate, max_length, dropout, identity_attention, init_layers)
     train_student(labels, out, backbone or default_backbone(), shape, epochs, queries_per_step,
                   max_items, lr, bce_weight, max_steps, seed, freeze_word_embeddings=freeze_word_embeddings, teacher=teacher,
-                  loss=loss, temperature=temperature, extra_labels=extra_labels, aux_head=aux_head, device=device,
-                  ema_decay=ema_decay)
+                  loss=loss, temperature=temperature, extra_labels=extra_labels, aux_head=aux_head, device=device)
 
 
 @app.command("export")
