@@ -112,7 +112,8 @@ def test_seq_teacher_trains_an_ensemble_and_writes_its_outputs(tmp_path):
     assert report["test"] == pytest.approx(evaluate(teacher, data.split("test")))
     outputs = load_interchange(out, data)
     assert outputs.embeddings.shape == (data.num_items, 32) and outputs.targets.candidates.shape == (len(data.split("train")), 4)
-    assert outputs.info["teacher_id"] == "text-sasrec-16x2-ensemble2" and (outputs.targets.distances >= 0).all()
+    assert outputs.info["teacher_id"] == "text-sasrec-16x2-ensemble2" and outputs.info["member_seeds"] == [5, 6]
+    assert (outputs.targets.distances >= 0).all()
 
 
 def test_import_checks_row_alignment_and_id_range(small_teacher, seq_data, tmp_path):

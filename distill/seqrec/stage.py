@@ -40,8 +40,9 @@ def member_folder(out: Path, seed: int, members: int) -> Path:
 
 
 def load_teacher(folder: Path) -> TeacherEnsemble:
-    """The teacher of a `seq teacher` folder: its one model, or its ensemble members (member-<seed>/)."""
-    folders = sorted(Path(folder).glob("member-*/")) or [Path(folder)]
+    """The teacher of a `seq teacher` folder: its one model, or the ensemble members its teacher.json names."""
+    seeds = json.loads((Path(folder) / "teacher.json").read_text()).get("member_seeds", [])
+    folders = [member_folder(Path(folder), seed, len(seeds)) for seed in seeds] or [Path(folder)]
     return TeacherEnsemble([load_checkpoint(member)[0] for member in folders]).eval()
 
 
@@ -73,7 +74,8 @@ def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, co
                                "valid": {m: v for m, v in r["valid"].items() if m != "epoch"}} for r in reports]}
         (out / REPORT).write_text(json.dumps(report, indent=2))
     write_interchange(out, teacher, data.split("train"), data.split("test"), k,
-                      {"teacher_id": teacher_id, "backbone": str(backbone), "test": report["test"], "members": members,
+                      {"teacher_id": teacher_id, "backbone": str(backbone), "test": report["test"],
+                       "member_seeds": [r["config"]["seed"] for r in reports] if members > 1 else [],
                        "valid": {m: v for m, v in report["valid"].items() if m != "epoch"}, "best_epoch": report["best_epoch"]})
     return report
 
