@@ -14,7 +14,7 @@ from .data import SeqData
 from .evaluate import evaluate, top_items
 from .losses import DistillWeights
 from .models import SeqRecommender, SeqShape, build_model
-from .teacher import TeacherEnsemble, TeacherOutputs, load_interchange, title_embeddings, write_interchange
+from .teacher import INFO_FILE, TeacherEnsemble, TeacherOutputs, load_interchange, title_embeddings, write_interchange
 from .train import TrainConfig, train
 
 CHECKPOINT = "model.pt"
@@ -35,14 +35,14 @@ def load_checkpoint(folder: Path) -> tuple[SeqRecommender, dict]:
     return model.eval(), saved
 
 
-def member_folder(out: Path, seed: int, members: int) -> Path:
-    return out if members == 1 else out / f"member-{seed}"
+def member_folder(out: Path, seed: int) -> Path:
+    return out / f"member-{seed}"
 
 
 def load_teacher(folder: Path) -> TeacherEnsemble:
     """The teacher of a `seq teacher` folder: its one model, or the ensemble members its teacher.json names."""
-    seeds = json.loads((Path(folder) / "teacher.json").read_text()).get("member_seeds", [])
-    folders = [member_folder(Path(folder), seed, len(seeds)) for seed in seeds] or [Path(folder)]
+    seeds = json.loads((Path(folder) / INFO_FILE).read_text()).get("member_seeds", [])
+    folders = [member_folder(Path(folder), seed) for seed in seeds] or [Path(folder)]
     return TeacherEnsemble([load_checkpoint(member)[0] for member in folders]).eval()
 
 
@@ -56,12 +56,13 @@ def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, co
     titles = title_embeddings(data.items["title"].tolist(), backbone)
     shape = replace(shape, num_items=data.num_items, window=data.window, text_dim=titles.shape[1])
     teacher_id = f"text-{shape.kind}-{shape.hidden}x{shape.layers}" + (f"-ensemble{members}" if members > 1 else "")
+    seeds = list(range(config.seed, config.seed + members))
     trained, reports = [], []
-    for seed in range(config.seed, config.seed + members):
+    for seed in seeds:
         torch.manual_seed(seed)
         model, report = train(build_model(shape, titles), data.split("train"), data.split("valid"), replace(config, seed=seed))
         report.update(test=evaluate(model, data.split("test")), teacher_id=teacher_id if members == 1 else f"{teacher_id}-member-{seed}")
-        save_checkpoint(model, member_folder(out, seed, members), report, {"titles": titles})
+        save_checkpoint(model, out if members == 1 else member_folder(out, seed), report, {"titles": titles})
         trained.append(model)
         reports.append(report)
     teacher = TeacherEnsemble(trained).eval()
@@ -70,12 +71,12 @@ def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, co
     else:
         report = {"teacher_id": teacher_id, "valid": evaluate(teacher, data.split("valid")), "test": evaluate(teacher, data.split("test")),
                   "best_epoch": [r["best_epoch"] for r in reports],
-                  "members": [{"seed": r["config"]["seed"], "best_epoch": r["best_epoch"], "test": r["test"],
-                               "valid": {m: v for m, v in r["valid"].items() if m != "epoch"}} for r in reports]}
+                  "members": [{"seed": seed, "best_epoch": r["best_epoch"], "test": r["test"],
+                               "valid": {m: v for m, v in r["valid"].items() if m != "epoch"}} for seed, r in zip(seeds, reports)]}
         (out / REPORT).write_text(json.dumps(report, indent=2))
     write_interchange(out, teacher, data.split("train"), data.split("test"), k,
                       {"teacher_id": teacher_id, "backbone": str(backbone), "test": report["test"],
-                       "member_seeds": [r["config"]["seed"] for r in reports] if members > 1 else [],
+                       "member_seeds": seeds if members > 1 else [],
                        "valid": {m: v for m, v in report["valid"].items() if m != "epoch"}, "best_epoch": report["best_epoch"]})
     return report
 
@@ -138,7 +139,7 @@ def comparison_table(data_dir: Path, teacher_dir: Path, out: Path, kinds: list[s
     `out/table.json` for other (model, variant) pairs are kept, so a table can be built in several runs.
     The model of the first seed lies in `out/<model>-<variant>`, the others in `out/<model>-<variant>-seed<S>`.
     """
-    info = json.loads((teacher_dir / "teacher.json").read_text())
+    info = json.loads((teacher_dir / INFO_FILE).read_text())
     previous = json.loads((out / "table.json").read_text()) if (out / "table.json").is_file() else {}
     runs = [r for r in previous.get("runs", []) if not (r["model"] in kinds and r["variant"] in variants)]
     teacher = {"id": info.get("teacher_id"), "test": info.get("test", {}), "valid": info.get("valid", {}),

@@ -73,7 +73,7 @@ class TeacherEnsemble(nn.Module):
 
 def write_interchange(out: Path, teacher: TeacherEnsemble, train: SeqDataset, test: SeqDataset, k: int, info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(teacher.item_embeddings().clone(), out / EMBEDDINGS_FILE)
+    torch.save(teacher.item_embeddings(), out / EMBEDDINGS_FILE)  # a new tensor, not a view of a weight
     candidates, log_probs = top_items(teacher, train, k)
     np.savetxt(out / RANKS_FILE, candidates, fmt="%d")
     np.savetxt(out / CONFIDENCE_FILE, -log_probs, fmt="%.6f")  # distance = -log p(item) under the teacher
