@@ -46,8 +46,8 @@ def load_teacher(folder: Path) -> TeacherEnsemble:
     return TeacherEnsemble([load_checkpoint(member)[0] for member in folders]).eval()
 
 
-def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, config: TrainConfig, k: int = 10,
-                  members: int = 1) -> dict:
+def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, config: TrainConfig, k: int,
+                  members: int) -> dict:
     """Text-aware SASRec teacher (softmax over all items), then its interchange files in `out`.
 
     `members` > 1 trains that many teachers (seeds config.seed, +1, ...; each in out/member-<seed>)
