@@ -1,13 +1,16 @@
 """The compute limit of a request: its useful work at the MatMul rate ONNX Runtime reaches here.
 
-    useful work  = real (unpadded) tokens × the model's FLOPs per token
-    FLOPs/token  = Σ over the graph's weight MatMuls/Gemms of 2·K·N, read from the ONNX file
-                   (int8 models: their quantized weights), plus attention (4 · seq · hidden per layer)
+    useful work  = the matrix products the scores depend on, over real (unpadded) tokens only, for
+                   a BERT cross-encoder of the entry's shape (hidden H, feed-forward I, L layers):
+                   every layer but the last on every token; the last layer's keys and values on
+                   every token, its query, output and feed-forward on [CLS] only; pooler and
+                   classifier per pair; attention over each pair's own tokens
     MatMul rate  = measured now, in ONNX Runtime, on the model's own weight shapes with fp32
                    activations of a few thousand rows (what a 100-candidate request feeds it)
 
 A request cannot be served faster than that on this machine; `rankstill bench` reports each
-scenario's latency ÷ limit beside the floor ratio.
+scenario's latency ÷ limit beside the floor ratio. (Until the export went unpadded, the limit
+counted every layer on every token, 1.6× the work of a 2 × 128 student at these lengths.)
 """
 
 from __future__ import annotations
@@ -39,10 +42,14 @@ def weight_shapes(onnx_path: Path) -> Counter:
     return shapes
 
 
-def flops_per_token(onnx_path: Path, hidden: int, layers: int, sequence_tokens: float) -> float:
-    linear = sum(2 * k * n * count for (k, n), count in weight_shapes(onnx_path).items())
-    attention = 4 * sequence_tokens * hidden * layers  # QKᵀ and attention × V, over the pair's own tokens
-    return float(linear + attention)
+def useful_flops(pair_lengths: np.ndarray, hidden: int, intermediate: int, layers: int) -> float:
+    """FLOPs of the matrix products that pairs of these real token counts need (see the module doc)."""
+    lengths = np.asarray(pair_lengths, dtype=np.float64)
+    layer_per_token = 2 * (4 * hidden * hidden + 2 * hidden * intermediate)
+    per_token = (layers - 1) * layer_per_token + 2 * (2 * hidden * hidden)  # + the last layer's keys, values
+    attention = 4 * lengths * hidden  # QKᵀ and weights × V for one query row over the pair's tokens
+    per_pair = 2 * (2 * hidden * hidden + 2 * hidden * intermediate) + 2 * (hidden * hidden + hidden)
+    return float(np.sum(lengths * (per_token + (layers - 1) * attention) + per_pair + attention))
 
 
 def matmul_rate(onnx_path: Path, rows: int = 2400, repeats: int = 7) -> float:
@@ -76,5 +83,5 @@ def request_limits_ms(entry, pair_lengths: list[np.ndarray], rate: float) -> lis
     """The compute limit of each request (the real tokens of its pairs), in ms."""
     architecture = entry.metadata.get("architecture", {})
     hidden, layers = int(architecture.get("hidden", 128)), int(architecture.get("layers", 2))
-    per_token = flops_per_token(entry.onnx_path, hidden, layers, float(np.mean(np.concatenate(pair_lengths))))
-    return [float(lengths.sum()) * per_token / rate * 1000 for lengths in pair_lengths]
+    intermediate = int(architecture.get("intermediate", 4 * hidden))
+    return [useful_flops(lengths, hidden, intermediate, layers) / rate * 1000 for lengths in pair_lengths]

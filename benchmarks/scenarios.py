@@ -8,8 +8,8 @@ ONNX Runtime on the same pre-tokenized batches. Budgets:
     throughput_vs_floor  requests/s ≥ this × the floor's ceiling (1 / mean bare run time)
     p99_ms               absolute p99 in ms; only judged on the file's `reference_hardware`
                          when `--reference-hardware` says this machine is it
-    p50_vs_limit         /rerank p50 ≤ this × the compute limit (the payloads' real tokens × the
-    p99_vs_limit         model's FLOPs per token ÷ the fp32 MatMul rate measured in the same run;
+    p50_vs_limit         /rerank p50 ≤ this × the compute limit (the FLOPs the payloads' real
+    p99_vs_limit         tokens need ÷ the fp32 MatMul rate measured in the same run;
                          see compute_limit.py)
 
 A scenario with `endpoint: recommend` times `/recommend` on real MovieLens histories (the file's

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import BertForSequenceClassification
 
 from rankstill.pair_tokenizer import PairTokenizer
 
@@ -22,15 +23,79 @@ class _LogitsOnly(torch.nn.Module):
                           token_type_ids=token_type_ids).logits
 
 
+class UnpaddedBertScorer(torch.nn.Module):
+    """A BERT cross-encoder's logits, computed on real tokens only (as TEI runs BERT: no padding).
+
+    Same inputs and outputs as the padded model ([batch, sequence] right-padded, logits [batch, 1]),
+    so Triton configs, batching and clients are unchanged. Inside, the real tokens are gathered
+    into one [tokens, hidden] matrix: embeddings, projections, layer norms and feed-forwards run on
+    real tokens only; only attention (small at these lengths) sees the padded layout. The last layer
+    computes keys and values for every token but queries, output and feed-forward only for [CLS],
+    the one row the classifier reads. A padded token then costs about a third of a real one, and
+    padding no longer dictates how a request is cut into model runs.
+    """
+
+    def __init__(self, model: BertForSequenceClassification):
+        super().__init__()
+        self.bert, self.classifier = model.bert, model.classifier
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        batch, length = input_ids.shape
+        # [CLS] always counts, so that a row with no real token (Triton's all-zeros warm-up) still scores.
+        attention_mask = torch.cat([torch.ones_like(attention_mask[:, :1]), attention_mask[:, 1:]], dim=1)
+        mask = attention_mask.reshape(-1)
+        kept = torch.nonzero(mask).reshape(-1)  # flat positions of the real tokens
+        # For each padded slot, its row among the real tokens, or the zero row appended after them.
+        slot = torch.where(mask > 0, torch.cumsum(mask, 0) - 1, torch.zeros_like(mask) + kept.shape[0])
+        embeddings = self.bert.embeddings
+        positions = torch.arange(length, device=input_ids.device).repeat(batch)[kept]
+        hidden = embeddings.LayerNorm(embeddings.word_embeddings(input_ids.reshape(-1)[kept])
+                                      + embeddings.position_embeddings(positions)
+                                      + embeddings.token_type_embeddings(token_type_ids.reshape(-1)[kept]))
+        attention_bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        lengths = attention_mask.sum(1)
+        first_tokens = torch.cumsum(lengths, 0) - lengths  # each pair's [CLS] row
+        layers = self.bert.encoder.layer
+        for index, layer in enumerate(layers):
+            cls_only = index == len(layers) - 1
+            queries = hidden[first_tokens] if cls_only else hidden
+            hidden = self._layer(layer, queries, hidden, slot, kept, attention_bias, cls_only)
+        return self.classifier(self.bert.pooler.activation(self.bert.pooler.dense(hidden)))
+
+    @staticmethod
+    def _layer(layer, queries, hidden, slot, kept, attention_bias, cls_only: bool):
+        attention = layer.attention.self
+        heads, size = attention.num_attention_heads, attention.attention_head_size
+        batch, length = attention_bias.shape[0], attention_bias.shape[-1]
+
+        def padded(rows):  # [tokens, hidden] -> [batch, heads, length, size]
+            rows = torch.cat([rows, rows.new_zeros(1, rows.shape[1])])[slot]
+            return rows.reshape(batch, length, heads, size).transpose(1, 2)
+
+        keys, values = padded(attention.key(hidden)), padded(attention.value(hidden))
+        projected = attention.query(queries)
+        query = projected.reshape(batch, 1, heads, size).transpose(1, 2) if cls_only else padded(projected)
+        weights = torch.softmax(query @ keys.transpose(-1, -2) / size ** 0.5 + attention_bias, dim=-1)
+        context = (weights @ values).transpose(1, 2).reshape(-1, heads * size)
+        if not cls_only:
+            context = context[kept]
+        attended = layer.attention.output(context, queries)
+        return layer.output(layer.intermediate(attended), attended)
+
+
 def export_onnx(model: torch.nn.Module, tokenizer: PairTokenizer, path: Path, opset: int = 17) -> Path:
-    """Write `model` as ONNX with dynamic batch and sequence axes; output `scores` [batch, 1]."""
+    """Write `model` as ONNX with dynamic batch and sequence axes; output `scores` [batch, 1].
+
+    BERT cross-encoders (every student, MiniLM teachers) go out unpadded (`UnpaddedBertScorer`);
+    other architectures as their own forward."""
     model.eval()
     sample = tokenizer.encode(["sample query", "another"], ["a product title", "a longer product title here"])
     args = tuple(torch.from_numpy(sample.as_feeds()[name]) for name in INPUT_NAMES)
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
     dynamic_axes[OUTPUT_NAME] = {0: "batch"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(_LogitsOnly(model), args, str(path), input_names=list(INPUT_NAMES),
+    wrapped = UnpaddedBertScorer(model) if isinstance(model, BertForSequenceClassification) else _LogitsOnly(model)
+    torch.onnx.export(wrapped, args, str(path), input_names=list(INPUT_NAMES),
                       output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
                       opset_version=opset, dynamo=False)
     return path

@@ -29,12 +29,13 @@ if TYPE_CHECKING:
     import onnxruntime
 
 DEFAULT_MAX_BATCH_PAIRS = 256  # pairs in one model run
-# What one more model run costs, in tokens of work (the padding policy trades padding for runs with it).
-# Measured on the 2-core machine (run time of one short pair vs 64 pairs × 32 tokens, medians of 9):
-# 3-10 tokens for the fp32 student, 8-42 for int8; the groups barely change across that range. It is
-# fixed rather than measured at start-up because int8 scores depend on how pairs are grouped: a
-# fixed value keeps them the same from one start to the next.
-DEFAULT_RUN_OVERHEAD_TOKENS = 16.0
+# What one more model run costs, in padded tokens (the padding policy trades padding for runs with it).
+# Measured on the 2-core machine for the unpadded graphs `rankstill export` writes (run time of one
+# short pair against 64 pairs × 32 tokens, with and without padding to 64, medians of 15): 264 for
+# the fp32 student, 267 for int8; a padded token costs them a third of a real one, so a 100-pair
+# request runs in 2-3 sub-batches. It is fixed rather than measured at start-up because int8 scores
+# depend on how pairs are grouped: a fixed value keeps them the same from one start to the next.
+DEFAULT_RUN_OVERHEAD_TOKENS = 256.0
 # A token is at least one character and rarely more than a few dozen: cutting texts at this many
 # characters per token of the window never changes the tokens kept, but bounds tokenization work.
 CHARS_PER_TOKEN_BOUND = 50

@@ -44,6 +44,35 @@ def test_onnx_matches_pytorch_on_real_pairs_of_any_batch_and_length(exported, ju
         assert np.max(np.abs(reference - exported_scores)) <= FP32_MAX_ABS_DIFF
 
 
+def test_extra_padding_changes_no_score(exported):
+    student, tokenizer, path = exported
+    feeds = tokenizer.encode(["drill", "cordless drill 18v"], ["drill", "a much longer cordless drill kit title"]).as_feeds()
+    widened = {name: np.pad(value, ((0, 0), (0, 20))) for name, value in feeds.items()}  # zeros: padding
+    session = onnx_session(path)
+    with torch.no_grad():
+        reference = student(**{name: torch.from_numpy(value) for name, value in feeds.items()}).logits.numpy()
+    for batch in (feeds, widened):
+        np.testing.assert_allclose(session.run(None, batch)[0], reference, atol=FP32_MAX_ABS_DIFF)
+    empty = {name: np.zeros((2, 16), dtype=np.int64) for name in feeds}  # Triton's warm-up sample: no real token
+    assert np.isfinite(session.run(None, empty)[0]).all()
+
+
+def test_unpadded_scorer_does_exactly_the_work_the_compute_limit_counts(exported):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from rankstill.benchmarks.compute_limit import useful_flops
+    from rankstill.export.onnx_export import UnpaddedBertScorer
+
+    student, _, _ = exported
+    generator = torch.Generator().manual_seed(0)
+    for pairs, length in ((1, 5), (3, 17)):  # equal lengths: no padding, so attention has nothing to skip
+        ids = torch.randint(1000, 2000, (pairs, length), generator=generator)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            UnpaddedBertScorer(student)(ids, torch.ones_like(ids), torch.zeros_like(ids))
+        assert counter.get_total_flops() == useful_flops(np.full(pairs, length), SHAPE.hidden, SHAPE.intermediate,
+                                                         SHAPE.layers)
+
+
 def test_triton_config_names_the_graphs_inputs_and_output(exported, tmp_path):
     _, _, path = exported
     graph = onnx.load(str(path)).graph
