@@ -37,8 +37,9 @@ def weight_shapes(onnx_path: Path) -> Counter:
     for node in model.graph.node:
         if node.op_type in WEIGHT_MATMULS:
             weights = [initializers[name] for name in node.input if len(initializers.get(name, ())) == 2]
+            transposed = any(a.name == "transB" and a.i == 1 for a in node.attribute)  # Gemm: weight stored N × K
             if weights:
-                shapes[weights[0]] += 1
+                shapes[weights[0][::-1] if transposed else weights[0]] += 1
     return shapes
 
 

@@ -1,9 +1,10 @@
 """The committed student as a PyTorch checkpoint, recovered from its ONNX file, so that peers that
 need PyTorch (sentence-transformers CrossEncoder, Infinity) serve exactly the same weights.
 
-Named initializers map to the state dict by name; each linear layer's weight was folded into an
-anonymous MatMul constant (transposed), which is named by the bias added right after it.
-Parity with the ONNX model is checked before the checkpoint is written.
+Initializers carry the state dict's names (`export/onnx_export.py:UnpaddedBertScorer` wraps the
+model's `bert` and `classifier`), except `projections.N`: a layer's query, key and value projections
+side by side (the last layer's key and value only), which are split back here. Parity with the ONNX
+model is checked before the checkpoint is written.
 
     python -m rankstill.benchmarks.student_checkpoint --out runs/peer-student
 """
@@ -24,28 +25,25 @@ from rankstill.model_repo import ModelEntry, load_model
 from rankstill.pair_tokenizer import PairTokenizer
 from rankstill.scoring import onnx_session
 
-PREFIX = "model."  # the exporter wraps the HF model in a module with attribute `model`
+PROJECTIONS = "projections."
 
 
-def _state_dict(graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
-    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    state = {name[len(PREFIX):]: torch.from_numpy(value.copy()) for name, value in values.items() if name.startswith(PREFIX)}
-    producer = {out: node for node in graph.node for out in node.output}
-    for node in graph.node:
-        if node.op_type != "Add":
-            continue
-        bias = next((i for i in node.input if i.startswith(PREFIX) and i.endswith(".bias")), None)
-        matmul = next((producer.get(i) for i in node.input if producer.get(i) is not None and producer[i].op_type == "MatMul"), None)
-        weight = next((i for i in (matmul.input if matmul else []) if i in values and not i.startswith(PREFIX)), None)
-        if bias and weight:
-            state[bias[len(PREFIX):-len(".bias")] + ".weight"] = torch.from_numpy(values[weight].T.copy())
+def _state_dict(graph: onnx.GraphProto, layers: int) -> dict[str, torch.Tensor]:
+    values = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
+    state = {name: value for name, value in values.items() if name.startswith(("bert.", "classifier."))}
+    for layer in range(layers):
+        parts = ("key", "value") if layer == layers - 1 else ("query", "key", "value")
+        for kind in ("weight", "bias"):
+            side_by_side = values[f"{PROJECTIONS}{layer}.{kind}"].chunk(len(parts))
+            for part, value in zip(parts, side_by_side):
+                state[f"bert.encoder.layer.{layer}.attention.self.{part}.{kind}"] = value
     return state
 
 
 def recover(entry: ModelEntry, out: Path) -> Path:
     shape = entry.metadata["architecture"]
     model_proto = onnx.load(str(entry.onnx_path))
-    state = _state_dict(model_proto.graph)
+    state = _state_dict(model_proto.graph, shape["layers"])
     vocab, _ = state["bert.embeddings.word_embeddings.weight"].shape
     config = BertConfig(vocab_size=vocab, hidden_size=shape["hidden"], num_hidden_layers=shape["layers"],
                         num_attention_heads=shape["heads"], intermediate_size=shape["intermediate"],

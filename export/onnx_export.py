@@ -38,6 +38,10 @@ class UnpaddedBertScorer(torch.nn.Module):
     def __init__(self, model: BertForSequenceClassification):
         super().__init__()
         self.bert, self.classifier = model.bert, model.classifier
+        # One matrix product for the projections each layer needs on every token: q, k, v; the last layer k, v.
+        attentions = [layer.attention.self for layer in self.bert.encoder.layer]
+        self.projections = torch.nn.ModuleList(
+            [_side_by_side(a.query, a.key, a.value) for a in attentions[:-1]] + [_side_by_side(attentions[-1].key, attentions[-1].value)])
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         batch, length = input_ids.shape
@@ -45,8 +49,9 @@ class UnpaddedBertScorer(torch.nn.Module):
         attention_mask = torch.cat([torch.ones_like(attention_mask[:, :1]), attention_mask[:, 1:]], dim=1)
         mask = attention_mask.reshape(-1)
         kept = torch.nonzero(mask).reshape(-1)  # flat positions of the real tokens
-        # For each padded slot, its row among the real tokens, or the zero row appended after them.
-        slot = torch.where(mask > 0, torch.cumsum(mask, 0) - 1, torch.zeros_like(mask) + kept.shape[0])
+        # Each slot of the padded layout reads a real token's row: its own, or (padding) the row's last
+        # real token, which attention masks out and whose outputs are dropped.
+        slot = torch.cumsum(mask, 0) - 1
         embeddings = self.bert.embeddings
         positions = torch.arange(length, device=input_ids.device).repeat(batch)[kept]
         hidden = embeddings.LayerNorm(embeddings.word_embeddings(input_ids.reshape(-1)[kept])
@@ -56,31 +61,39 @@ class UnpaddedBertScorer(torch.nn.Module):
         lengths = attention_mask.sum(1)
         first_tokens = torch.cumsum(lengths, 0) - lengths  # each pair's [CLS] row
         layers = self.bert.encoder.layer
-        for index, layer in enumerate(layers):
+        for index, (layer, projection) in enumerate(zip(layers, self.projections)):
             cls_only = index == len(layers) - 1
             queries = hidden[first_tokens] if cls_only else hidden
-            hidden = self._layer(layer, queries, hidden, slot, kept, attention_bias, cls_only)
+            hidden = self._layer(layer, projection, queries, hidden, slot, kept, attention_bias, cls_only)
         return self.classifier(self.bert.pooler.activation(self.bert.pooler.dense(hidden)))
 
     @staticmethod
-    def _layer(layer, queries, hidden, slot, kept, attention_bias, cls_only: bool):
+    def _layer(layer, projection, queries, hidden, slot, kept, attention_bias, cls_only: bool):
         attention = layer.attention.self
         heads, size = attention.num_attention_heads, attention.attention_head_size
         batch, length = attention_bias.shape[0], attention_bias.shape[-1]
-
-        def padded(rows):  # [tokens, hidden] -> [batch, heads, length, size]
-            rows = torch.cat([rows, rows.new_zeros(1, rows.shape[1])])[slot]
-            return rows.reshape(batch, length, heads, size).transpose(1, 2)
-
-        keys, values = padded(attention.key(hidden)), padded(attention.value(hidden))
-        projected = attention.query(queries)
-        query = projected.reshape(batch, 1, heads, size).transpose(1, 2) if cls_only else padded(projected)
+        # [tokens, parts × hidden] -> parts × [batch, heads, length, size]
+        projected = projection(hidden)[slot].reshape(batch, length, -1, heads, size).transpose(1, 3)
+        if cls_only:
+            keys, values = projected[:, :, 0], projected[:, :, 1]
+            query = attention.query(queries).reshape(batch, heads, 1, size)
+        else:
+            query, keys, values = projected[:, :, 0], projected[:, :, 1], projected[:, :, 2]
         weights = torch.softmax(query @ keys.transpose(-1, -2) / size ** 0.5 + attention_bias, dim=-1)
         context = (weights @ values).transpose(1, 2).reshape(-1, heads * size)
         if not cls_only:
             context = context[kept]
         attended = layer.attention.output(context, queries)
         return layer.output(layer.intermediate(attended), attended)
+
+
+def _side_by_side(*linears: torch.nn.Linear) -> torch.nn.Linear:
+    """One Linear whose outputs are those of `linears`, concatenated."""
+    fused = torch.nn.Linear(linears[0].in_features, sum(linear.out_features for linear in linears))
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([linear.weight for linear in linears]))
+        fused.bias.copy_(torch.cat([linear.bias for linear in linears]))
+    return fused
 
 
 def export_onnx(model: torch.nn.Module, tokenizer: PairTokenizer, path: Path, opset: int = 17) -> Path:

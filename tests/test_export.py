@@ -147,3 +147,16 @@ def test_teacher_export_gives_a_local_teacher_that_scores_like_pytorch(tmp_path,
     reference = HFTeacher(checkpoint, max_length=32).score(["cordless drill"] * 3, documents)
     np.testing.assert_allclose(served, reference, atol=1e-4)
 
+
+
+def test_peers_get_the_committed_students_own_weights_back_from_its_onnx_file(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    from rankstill.benchmarks.student_checkpoint import recover
+
+    entry = load_model(MODEL_REPO, FP32_MODEL)
+    model = BertForSequenceClassification.from_pretrained(recover(entry, tmp_path / "checkpoint")).eval()
+    tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
+    queries, items = ["cordless drill"] * 3, ["DEWALT 20V cordless drill", "Delta kitchen faucet", "drill"]
+    reference = score_pairs(model, tokenizer, queries, items)
+    np.testing.assert_allclose(PairScorer.for_entry(entry).score(queries, items), reference, atol=FP32_MAX_ABS_DIFF)
