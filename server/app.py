@@ -103,7 +103,7 @@ def _reload_on_sighup(runtime: Runtime):
     return lambda: loop.remove_signal_handler(signal.SIGHUP)
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:  # async: FastAPI would run a plain def on a worker thread
     return request.app.state.runtime
 
 
