@@ -196,6 +196,12 @@ def test_table_with_seeds_reports_mean_std_and_paired_gains(tmp_path):
     assert "Teacher tiny" in markdown
     alone = next(r for r in rows if r["variant"] == "alone")
     assert alone["valid_hr@20"] > 0 and "validation HR@20 (0.0000) is below gru4rec alone" in markdown  # a weak teacher is flagged
+    # Rows alone need no teacher, and train exactly as beside one; distilled rows without one are refused.
+    settings = (SeqShape(hidden=16), TrainConfig(epochs=1, patience=1, distill_weight=0.5, seed=3), 0.3)
+    bare = comparison_table(tmp_path / "data", tmp_path / "no-teacher", tmp_path / "bare", ["gru4rec"], ["alone"], *settings)
+    assert bare[0]["hr@20"] == runs[("alone", 3)]["test"]["hr@20"] and "overlap@20" not in bare[0]
+    with pytest.raises(ValueError, match="no teacher"):
+        comparison_table(tmp_path / "data", tmp_path / "no-teacher", tmp_path / "bare", ["gru4rec"], ["dllm2rec"], *settings)
 
 
 @pytest.mark.parametrize("kind", ["sasrec", "caser"])

@@ -135,11 +135,16 @@ def comparison_table(data_dir: Path, teacher_dir: Path, out: Path, kinds: list[s
 
     Each row holds the mean and sample standard deviation of every test metric over its seeds, and a
     distilled row the gain in HR@20 over the same student alone, paired seed by seed (mean ± std).
-    The teacher comes first with its test and validation HR@20 (its strength). Rows already in
+    The teacher comes first with its test and validation HR@20 (its strength); rows alone need none
+    (without one they lack the overlap with the teacher's top 20). Rows already in
     `out/table.json` for other (model, variant) pairs are kept, so a table can be built in several runs.
     The model of the first seed lies in `out/<model>-<variant>`, the others in `out/<model>-<variant>-seed<S>`.
     """
-    info = json.loads((teacher_dir / INFO_FILE).read_text())
+    has_teacher = (teacher_dir / INFO_FILE).is_file()
+    if not has_teacher and set(variants) != {"alone"}:
+        raise ValueError(f"{teacher_dir} holds no teacher ({INFO_FILE}): distilled rows need `rankstill seq teacher` "
+                         "(or `seq import`) first; `--variants alone` runs without one")
+    info = json.loads((teacher_dir / INFO_FILE).read_text()) if has_teacher else {}
     previous = json.loads((out / "table.json").read_text()) if (out / "table.json").is_file() else {}
     runs = [r for r in previous.get("runs", []) if not (r["model"] in kinds and r["variant"] in variants)]
     teacher = {"id": info.get("teacher_id"), "test": info.get("test", {}), "valid": info.get("valid", {}),
@@ -151,7 +156,7 @@ def comparison_table(data_dir: Path, teacher_dir: Path, out: Path, kinds: list[s
                 seed = config.seed + index
                 folder = out / (f"{kind}-{variant}" if index == 0 else f"{kind}-{variant}-seed{seed}")
                 report = train_student(data_dir, folder, replace(shape, kind=kind), replace(row_config, seed=seed),
-                                       teacher_dir, row_embed, watch_test)
+                                       teacher_dir if has_teacher else None, row_embed, watch_test)
                 runs.append({"model": kind, "variant": variant, "seed": seed, "test": report["test"],
                              "valid": {k: v for k, v in report["valid"].items() if k != "epoch"},
                              "best_epoch": report["best_epoch"], "train_seconds": report["train_seconds"],
