@@ -31,7 +31,7 @@ class UnpaddedBertScorer(torch.nn.Module):
     into one [tokens, hidden] matrix: embeddings, projections, layer norms and feed-forwards run on
     real tokens only; only attention (small at these lengths) sees the padded layout. The last layer
     computes keys and values for every token but queries, output and feed-forward only for [CLS],
-    the one row the classifier reads. A padded token then costs about a third of a real one, and
+    the one row the classifier reads. A padded token then costs a third to a half of a real one, and
     padding no longer dictates how a request is cut into model runs.
     """
 

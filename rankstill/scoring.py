@@ -32,7 +32,7 @@ DEFAULT_MAX_BATCH_PAIRS = 256  # pairs in one model run
 # What one more model run costs, in padded tokens (the padding policy trades padding for runs with it).
 # Measured on the 2-core machine for the unpadded graphs `rankstill export` writes (run time of one
 # short pair against 64 pairs × 32 tokens, with and without padding to 64, medians of 15): 264 for
-# the fp32 student, 267 for int8; a padded token costs them a third of a real one, so a 100-pair
+# the fp32 student, 267 for int8; a padded token costs them a third to a half of a real one, so a 100-pair
 # request runs in 2-3 sub-batches. It is fixed rather than measured at start-up because int8 scores
 # depend on how pairs are grouped: a fixed value keeps them the same from one start to the next.
 DEFAULT_RUN_OVERHEAD_TOKENS = 256.0
