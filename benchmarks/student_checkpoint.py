@@ -2,9 +2,9 @@
 need PyTorch (sentence-transformers CrossEncoder, Infinity) serve exactly the same weights.
 
 Initializers carry the state dict's names (`export/onnx_export.py:UnpaddedBertScorer` wraps the
-model's `bert` and `classifier`), except `projections.N`: a layer's query, key and value projections
-side by side (the last layer's key and value only), which are split back here. Parity with the ONNX
-model is checked before the checkpoint is written.
+model's `bert` and `classifier`), except `projections.N`: a layer's projections side by side
+(`projected_parts`), which are split back here. Parity with the ONNX model is checked before the
+checkpoint is written.
 
     python -m rankstill.benchmarks.student_checkpoint --out runs/peer-student
 """
@@ -21,6 +21,7 @@ import torch
 from onnx import numpy_helper
 from transformers import BertConfig, BertForSequenceClassification
 
+from rankstill.export.onnx_export import projected_parts
 from rankstill.model_repo import ModelEntry, load_model
 from rankstill.pair_tokenizer import PairTokenizer
 from rankstill.scoring import onnx_session
@@ -32,7 +33,7 @@ def _state_dict(graph: onnx.GraphProto, layers: int) -> dict[str, torch.Tensor]:
     values = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.initializer}
     state = {name: value for name, value in values.items() if name.startswith(("bert.", "classifier."))}
     for layer in range(layers):
-        parts = ("key", "value") if layer == layers - 1 else ("query", "key", "value")
+        parts = projected_parts(layer, layers)
         for kind in ("weight", "bias"):
             side_by_side = values[f"{PROJECTIONS}{layer}.{kind}"].chunk(len(parts))
             for part, value in zip(parts, side_by_side):

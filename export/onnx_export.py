@@ -38,10 +38,10 @@ class UnpaddedBertScorer(torch.nn.Module):
     def __init__(self, model: BertForSequenceClassification):
         super().__init__()
         self.bert, self.classifier = model.bert, model.classifier
-        # One matrix product for the projections each layer needs on every token: q, k, v; the last layer k, v.
-        attentions = [layer.attention.self for layer in self.bert.encoder.layer]
+        layers = self.bert.encoder.layer
         self.projections = torch.nn.ModuleList(
-            [_side_by_side(a.query, a.key, a.value) for a in attentions[:-1]] + [_side_by_side(attentions[-1].key, attentions[-1].value)])
+            _side_by_side(*(getattr(layer.attention.self, part) for part in projected_parts(index, len(layers))))
+            for index, layer in enumerate(layers))
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         batch, length = input_ids.shape
@@ -85,6 +85,12 @@ class UnpaddedBertScorer(torch.nn.Module):
             context = context[kept]
         attended = layer.attention.output(context, queries)
         return layer.output(layer.intermediate(attended), attended)
+
+
+def projected_parts(layer: int, layers: int) -> tuple[str, ...]:
+    """The projections `UnpaddedBertScorer.projections[layer]` computes side by side in one matrix product:
+    those a layer needs on every token (the last layer's queries are for [CLS] only)."""
+    return ("key", "value") if layer == layers - 1 else ("query", "key", "value")
 
 
 def _side_by_side(*linears: torch.nn.Linear) -> torch.nn.Linear:
