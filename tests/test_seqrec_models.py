@@ -221,3 +221,35 @@ def test_training_loss_on_gathered_scores_equals_the_loss_on_all_scores(kind):
     scores = model(history, lengths)
     full = bce_sampled(scores, targets, negatives) + 0.7 * ranking_distillation(scores, candidates, distances, config.distill)
     assert fast.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("dros_weight", [0.0, 0.2])
+def test_distill_negative_pairs_every_candidate_with_the_rows_negative(dros_weight):
+    """DLLM2Rec's code: each candidate c_k gets a BCE against the row's sampled negative, weighted by w_k."""
+    from dataclasses import replace
+
+    import torch.nn.functional as F
+
+    from rankstill.distill.seqrec.losses import DistillWeights, bce_sampled, candidate_weights, dros
+    from rankstill.distill.seqrec.train import _loss
+
+    torch.manual_seed(0)
+    model = build_model(SeqShape(kind="gru4rec", num_items=300, hidden=16)).eval()
+    history = torch.randint(0, 300, (32, 10))
+    lengths, targets = torch.full((32,), 10), torch.randint(0, 300, (32,))
+    candidates, distances = torch.randint(0, 300, (32, 5)), torch.rand(32, 5)
+    propensity = torch.rand(300) / 300
+    config = TrainConfig(distill_weight=0.7, distill=DistillWeights(0.3, 0.5, 0.4), distill_negative=True, dros_weight=dros_weight)
+    paired = _loss(model, (history, lengths, targets), config, torch.Generator().manual_seed(1), propensity, (candidates, distances))
+    generator = torch.Generator().manual_seed(1)
+    negatives = (targets + torch.randint(1, 300, targets.shape, generator=generator)) % 300
+    scores = model(history, lengths)
+    w = candidate_weights(scores, candidates, distances, config.distill)
+    per_candidate = -(F.logsigmoid(scores.gather(1, candidates)) + F.logsigmoid(-scores.gather(1, negatives[:, None])))
+    expected = bce_sampled(scores, targets, negatives) + 0.7 * (w * per_candidate).sum(1).mean()
+    if dros_weight:
+        expected = expected + dros_weight * dros(scores, targets, propensity)
+    assert paired.item() == pytest.approx(expected.item(), rel=1e-5)
+    unpaired = _loss(model, (history, lengths, targets), replace(config, distill_negative=False),
+                     torch.Generator().manual_seed(1), propensity, (candidates, distances))
+    assert paired.item() > unpaired.item()  # the extra negative terms are positive

@@ -29,6 +29,8 @@ class TrainConfig:
     distill_weight: float = 0.0  # λ of L_rec + λ L_distill; 0: no ranking distillation
     distill: DistillWeights = field(default_factory=DistillWeights)
     candidates: int = 0  # K: the teacher's first K candidates per row are distilled (0: all it gave)
+    distill_negative: bool = False  # pair each distilled candidate with the row's sampled negative, as DLLM2Rec's
+    # code does: Σ_k w_k BCE(c_k, negative); the weights sum to 1, so the negative's term then weighs 1 + λ
     seed: int = 0
     threads: int = 1  # torch intra-op threads while training: these models are small, and on a shared 2-core
     # machine two threads that wait on each other ran up to 10× slower than one (measured)
@@ -60,7 +62,10 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
         scores = model(history, lengths)
         loss = bce_sampled(scores, targets, negatives) + config.dros_weight * dros(scores, targets, propensity)
         if teacher_batch is not None:
-            loss = loss + config.distill_weight * ranking_distillation(scores, *teacher_batch, config.distill)
+            distill = ranking_distillation(scores, *teacher_batch, config.distill)
+            if config.distill_negative:
+                distill = distill - F.logsigmoid(-scores.gather(1, negatives[:, None])).mean()
+            loss = loss + config.distill_weight * distill
         return loss
     # Only the scores the loss reads go through the output layer with gradients: the same loss, less work.
     state = model.state(history, lengths)
@@ -74,7 +79,10 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
         with torch.no_grad():  # the student's own top-K, for the consistency weight
             student_top = model.output(state.detach()).topk(candidates.shape[1], dim=1).indices
         w = candidate_weights(None, candidates, distances, config.distill, student_top)
-        loss = loss + config.distill_weight * weighted_candidate_loss(scores[:, 2:], w)
+        distill = weighted_candidate_loss(scores[:, 2:], w)
+        if config.distill_negative:
+            distill = distill - F.logsigmoid(-scores[:, 1]).mean()
+        loss = loss + config.distill_weight * distill
     return loss
 
 
