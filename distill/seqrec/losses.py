@@ -8,6 +8,10 @@ Ranking distillation over the teacher's top-K candidates c_1..c_K of a row (Cui 
     w_k = (γ_p w_position_k + γ_c w_confidence_k + γ_o w_consistency_k), normalised to sum 1 per row
     L_distill = mean over rows of  -Σ_k w_k log σ(s(c_k))
 
+DLLM2Rec's code pairs each candidate with the row's sampled negative n instead,
+-Σ_k w_k [log σ(s(c_k)) + log σ(-s(n))] (`TrainConfig.distill_negative`; since Σ_k w_k = 1 the
+negative's term is added once more, weighted by λ).
+
 Weights are per row and per candidate (shape [batch, K]); they multiply only that row's scores.
 """
 
