@@ -70,10 +70,17 @@ def candidate_weights(scores: torch.Tensor, candidates: torch.Tensor, distances:
 
 
 def ranking_distillation(scores: torch.Tensor, candidates: torch.Tensor, distances: torch.Tensor,
-                         weights: DistillWeights) -> torch.Tensor:
-    return weighted_candidate_loss(scores.gather(1, candidates), candidate_weights(scores, candidates, distances, weights))
+                         weights: DistillWeights, negatives: torch.Tensor | None = None) -> torch.Tensor:
+    negative_scores = None if negatives is None else scores.gather(1, negatives[:, None]).squeeze(1)
+    return weighted_candidate_loss(scores.gather(1, candidates), candidate_weights(scores, candidates, distances, weights),
+                                   negative_scores)
 
 
-def weighted_candidate_loss(candidate_scores: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """-Σ_k w_k log σ(s(c_k)), averaged over rows (candidate_scores and w: [batch, K])."""
-    return -(w * F.logsigmoid(candidate_scores)).sum(1).mean()
+def weighted_candidate_loss(candidate_scores: torch.Tensor, w: torch.Tensor,
+                            negative_scores: torch.Tensor | None = None) -> torch.Tensor:
+    """-Σ_k w_k log σ(s(c_k)), averaged over rows (candidate_scores and w: [batch, K]); with the rows' sampled
+    negatives' scores [batch], -Σ_k w_k [log σ(s(c_k)) + log σ(-s(n))] (w sums to 1 per row)."""
+    loss = -(w * F.logsigmoid(candidate_scores)).sum(1).mean()
+    if negative_scores is not None:
+        loss = loss - F.logsigmoid(-negative_scores).mean()
+    return loss

@@ -62,10 +62,8 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
         scores = model(history, lengths)
         loss = bce_sampled(scores, targets, negatives) + config.dros_weight * dros(scores, targets, propensity)
         if teacher_batch is not None:
-            distill = ranking_distillation(scores, *teacher_batch, config.distill)
-            if config.distill_negative:
-                distill = distill - F.logsigmoid(-scores.gather(1, negatives[:, None])).mean()
-            loss = loss + config.distill_weight * distill
+            paired = negatives if config.distill_negative else None
+            loss = loss + config.distill_weight * ranking_distillation(scores, *teacher_batch, config.distill, paired)
         return loss
     # Only the scores the loss reads go through the output layer with gradients: the same loss, less work.
     state = model.state(history, lengths)
@@ -79,10 +77,8 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
         with torch.no_grad():  # the student's own top-K, for the consistency weight
             student_top = model.output(state.detach()).topk(candidates.shape[1], dim=1).indices
         w = candidate_weights(None, candidates, distances, config.distill, student_top)
-        distill = weighted_candidate_loss(scores[:, 2:], w)
-        if config.distill_negative:
-            distill = distill - F.logsigmoid(-scores[:, 1]).mean()
-        loss = loss + config.distill_weight * distill
+        paired = scores[:, 1] if config.distill_negative else None
+        loss = loss + config.distill_weight * weighted_candidate_loss(scores[:, 2:], w, paired)
     return loss
 
 
