@@ -29,6 +29,10 @@ DistillNegativeOption = typer.Option(DISTILL_NEGATIVE, "--distill-negative/--no-
 # Training length of students and teachers: with patience 3, validation noise and the early plateau (popular
 # items first) stopped runs after 2-14 epochs that went on improving to epoch 16-36 (MovieLens-100K, the
 # BIGRec-style data set and a tenth of it); DLLM2Rec's own code waits 10 epochs.
+TIE_OUTPUT = False
+TieOutputOption = typer.Option(TIE_OUTPUT, "--tie-output/--separate-output", help="Score items with the students' "
+                               "item-input table (SASRec's shared embeddings; the projected teacher embeddings then "
+                               "reach the scores too) instead of a separate output layer; alone and distilled alike.")
 EPOCHS = 40
 PATIENCE = 10
 
@@ -147,7 +151,7 @@ def seq_train(
     dros_weight: float = typer.Option(0.0, help="Weight of the DROS term added to BCE."),
     beta: float = typer.Option(1.0, help="β, temperature of the position weight."),
     candidates: int = typer.Option(0, help="K: distil the teacher's first K candidates per row (0: all it wrote)."),
-    distill_negative: bool = DistillNegativeOption,
+    distill_negative: bool = DistillNegativeOption, tie_output: bool = TieOutputOption,
     hidden: int = typer.Option(64), epochs: int = typer.Option(EPOCHS), batch_size: int = typer.Option(256),
     lr: float = typer.Option(1e-3), patience: int = typer.Option(PATIENCE), seed: int = typer.Option(0),
 ) -> None:
@@ -162,7 +166,7 @@ def seq_train(
                      distill=DistillWeights(position, confidence, consistency, beta), seed=seed, candidates=candidates,
                      distill_negative=distill_negative)
     distilling = distill_weight > 0 or embed_weight > 0
-    report = train_student(data, out, SeqShape(kind=model, hidden=hidden), config, teacher if distilling else None, embed_weight)
+    report = train_student(data, out, SeqShape(kind=model, hidden=hidden, tie_output=tie_output), config, teacher if distilling else None, embed_weight)
     typer.echo(json.dumps({"best_epoch": report["best_epoch"], "valid": report["valid"], "test": report["test"]}, indent=2))
 
 
@@ -182,7 +186,7 @@ def seq_table(
     position: float = typer.Option(0.3, help="γ_p."), confidence: float = typer.Option(0.5, help="γ_c."),
     consistency: float = typer.Option(0.1, help="γ_o."), beta: float = typer.Option(1.0, help="β of the position weight."),
     candidates: int = typer.Option(0, help="K: distil the teacher's first K candidates per row (0: all it wrote)."),
-    distill_negative: bool = DistillNegativeOption,
+    distill_negative: bool = DistillNegativeOption, tie_output: bool = TieOutputOption,
     hidden: int = typer.Option(64), epochs: int = typer.Option(EPOCHS), patience: int = typer.Option(PATIENCE),
     lr: float = typer.Option(1e-3),
     watch_test: bool = typer.Option(False, help="Study tool: log test metrics after every epoch in each report "
@@ -198,7 +202,7 @@ def seq_table(
     config = replace(_seq_config(epochs, 256, lr, patience, "bce"), seed=seed, distill_weight=distill_weight,
                      distill=DistillWeights(position, confidence, consistency, beta), candidates=candidates,
                      distill_negative=distill_negative)
-    comparison_table(data, teacher, out, models.split(","), variants.split(","), SeqShape(hidden=hidden), config,
+    comparison_table(data, teacher, out, models.split(","), variants.split(","), SeqShape(hidden=hidden, tie_output=tie_output), config,
                      embed_weight, seeds, watch_test)
     typer.echo((out / "table.md").read_text())
 

@@ -15,11 +15,13 @@ def head(data: SeqDataset, rows: int) -> SeqDataset:
     return SeqDataset(data.history[:rows], data.lengths[:rows], data.targets[:rows], data.pad_id)
 
 
+@pytest.mark.parametrize("tie_output", [False, True])
 @pytest.mark.parametrize("kind", ["sasrec", "gru4rec", "caser"])
-def test_scores_do_not_depend_on_batch_neighbours_and_survive_folding(kind, seq_data):
+def test_scores_do_not_depend_on_batch_neighbours_and_survive_folding(kind, tie_output, seq_data):
     torch.manual_seed(0)
     external = torch.randn(seq_data.num_items, 16)
-    model = build_model(SeqShape(kind=kind, num_items=seq_data.num_items, hidden=32, text_dim=16), external, 0.7).eval()
+    shape = SeqShape(kind=kind, num_items=seq_data.num_items, hidden=32, text_dim=16, tie_output=tie_output)
+    model = build_model(shape, external, 0.7).eval()
     rows = head(seq_data.split("valid"), 8)
     history, lengths = torch.as_tensor(rows.history), torch.as_tensor(rows.lengths)
     with torch.no_grad():
@@ -31,6 +33,9 @@ def test_scores_do_not_depend_on_batch_neighbours_and_survive_folding(kind, seq_
     assert torch.allclose(batch[3], single[0], atol=1e-5)
     assert torch.allclose(batch, folded, atol=1e-5)
     assert model.item_input.projector is None
+    assert hasattr(model, "output") != tie_output  # tied: no output layer of its own, the input table scores
+    if tie_output:
+        assert torch.equal(model.output_layer()[0], model.item_input.ids.weight[:-1])
 
 
 def test_metrics_by_hand():
@@ -146,14 +151,14 @@ def test_import_checks_row_alignment_and_id_range(small_teacher, seq_data, tmp_p
     assert load_interchange(tmp_path / "ok", seq_data).info["teacher_id"] == "bigrec"
 
 
-@pytest.mark.parametrize("kind", ["sasrec", "gru4rec", "caser"])
-def test_every_student_exports_to_onnx_with_parity(kind, seq_data, tmp_path):
+@pytest.mark.parametrize("kind,tie_output", [("sasrec", False), ("gru4rec", False), ("caser", False), ("sasrec", True)])
+def test_every_student_exports_to_onnx_with_parity(kind, tie_output, seq_data, tmp_path):
     from rankstill.distill.seqrec.stage import save_checkpoint
     from rankstill.export.seq_export import export_recommender
     from rankstill.model_repo import default_model_name, load_model
 
     torch.manual_seed(0)
-    model = build_model(SeqShape(kind=kind, num_items=seq_data.num_items, hidden=16)).eval()
+    model = build_model(SeqShape(kind=kind, num_items=seq_data.num_items, hidden=16, tie_output=tie_output)).eval()
     save_checkpoint(model, tmp_path / "student", {"valid": {}, "test": {}})
     metadata = export_recommender(tmp_path / "student", seq_data.folder, tmp_path / "repo", f"rec-{kind}", True, parity_rows=256)
     assert metadata["parity"]["onnx_vs_pytorch"]["passed"]
@@ -204,13 +209,15 @@ def test_table_with_seeds_reports_mean_std_and_paired_gains(tmp_path):
         comparison_table(tmp_path / "data", tmp_path / "no-teacher", tmp_path / "bare", ["gru4rec"], ["dllm2rec"], *settings)
 
 
-@pytest.mark.parametrize("kind", ["sasrec", "caser"])
-def test_training_loss_on_gathered_scores_equals_the_loss_on_all_scores(kind):
+@pytest.mark.parametrize("kind,tie_output", [("sasrec", False), ("caser", False), ("gru4rec", True)])
+def test_training_loss_on_gathered_scores_equals_the_loss_on_all_scores(kind, tie_output):
     from rankstill.distill.seqrec.losses import DistillWeights, bce_sampled, ranking_distillation
     from rankstill.distill.seqrec.train import _loss
 
     torch.manual_seed(0)
-    model = build_model(SeqShape(kind=kind, num_items=300, hidden=16)).eval()  # eval: no dropout noise
+    external = torch.randn(300, 8)
+    shape = SeqShape(kind=kind, num_items=300, hidden=16, text_dim=8, tie_output=tie_output)
+    model = build_model(shape, external).eval()  # eval: no dropout noise
     history = torch.randint(0, 300, (32, 10))
     lengths, targets = torch.full((32,), 10), torch.randint(0, 300, (32,))
     candidates, distances = torch.randint(0, 300, (32, 5)), torch.rand(32, 5)

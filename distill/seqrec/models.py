@@ -23,6 +23,8 @@ class SeqShape:
     heads: int = 1
     dropout: float = 0.1
     text_dim: int = 0  # width of the teacher/text item embeddings mixed into the input (0: none)
+    tie_output: bool = False  # score items with the item-input table (SASRec's shared embeddings), so that
+    # embedding distillation reaches the scores too, instead of a separate output layer
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,7 +81,10 @@ class SeqRecommender(nn.Module):
         self.shape = shape
         self.item_input = item_input
         self.dropout = nn.Dropout(shape.dropout)
-        self.output = nn.Linear(self.state_width(), shape.num_items)
+        if shape.tie_output:
+            self.output_bias = nn.Parameter(torch.zeros(shape.num_items))
+        else:
+            self.output = nn.Linear(self.state_width(), shape.num_items)
 
     def state_width(self) -> int:
         return self.shape.hidden
@@ -91,14 +96,25 @@ class SeqRecommender(nn.Module):
         """The row's final hidden state [batch, state_width], before the output layer."""
         return self.encode(self.dropout(self.item_input(history)), history, lengths)
 
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every item's output vector [num_items, width] and bias [num_items]."""
+        if self.shape.tie_output:
+            return self.item_input.table()[:-1], self.output_bias
+        return self.output.weight, self.output.bias
+
+    def scores(self, state: torch.Tensor) -> torch.Tensor:
+        """Every item's score [batch, num_items] from the rows' states."""
+        weight, bias = self.output_layer()
+        return nn.functional.linear(state, weight, bias)
+
     def forward(self, history: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.output(self.state(history, lengths))
+        return self.scores(self.state(history, lengths))
 
     def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of the given items only (items [batch, n] → [batch, n]), equal to forward()'s at those
         columns: training needs a few scores per row, and the output layer's gradient then touches only them."""
-        weight = self.output.weight[items]  # [batch, n, width]
-        return torch.einsum("bd,bnd->bn", state, weight) + self.output.bias[items]
+        weight, bias = self.output_layer()
+        return torch.einsum("bd,bnd->bn", state, weight[items]) + bias[items]
 
 
 def _last(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -162,7 +162,7 @@ def comparison_table(data_dir: Path, teacher_dir: Path, out: Path, kinds: list[s
                              "best_epoch": report["best_epoch"], "train_seconds": report["train_seconds"],
                              "distill_weight": row_config.distill_weight, "embed_weight": row_embed})
                 _write_table(teacher, runs, out, {"data": str(data_dir), "seeds": seeds, "config": config.to_dict(),
-                                                  "embed_weight": embed_weight})
+                                                  "embed_weight": embed_weight, "shape": shape.to_dict()})
     return summarise(runs)
 
 

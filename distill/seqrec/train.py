@@ -75,7 +75,7 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
     if teacher_batch is not None:
         candidates, distances = teacher_batch
         with torch.no_grad():  # the student's own top-K, for the consistency weight
-            student_top = model.output(state.detach()).topk(candidates.shape[1], dim=1).indices
+            student_top = model.scores(state.detach()).topk(candidates.shape[1], dim=1).indices
         w = candidate_weights(None, candidates, distances, config.distill, student_top)
         paired = scores[:, 1] if config.distill_negative else None
         loss = loss + config.distill_weight * weighted_candidate_loss(scores[:, 2:], w, paired)
