@@ -26,13 +26,13 @@ DISTILL_NEGATIVE = True
 DistillNegativeOption = typer.Option(DISTILL_NEGATIVE, "--distill-negative/--no-distill-negative", help="Pair each "
                                      "distilled candidate with the row's sampled negative, as DLLM2Rec's code does (the "
                                      "negative's BCE term then weighs 1 + λ); --no-distill-negative: candidates only.")
-# Training length of students and teachers: with patience 3, validation noise and the early plateau (popular
-# items first) stopped runs after 2-14 epochs that went on improving to epoch 16-36 (MovieLens-100K, the
-# BIGRec-style data set and a tenth of it); DLLM2Rec's own code waits 10 epochs.
 TIE_OUTPUT = False
 TieOutputOption = typer.Option(TIE_OUTPUT, "--tie-output/--separate-output", help="Score items with the students' "
                                "item-input table (SASRec's shared embeddings; the projected teacher embeddings then "
                                "reach the scores too) instead of a separate output layer; alone and distilled alike.")
+# Training length of students and teachers: with patience 3, validation noise and the early plateau (popular
+# items first) stopped runs after 2-14 epochs that went on improving to epoch 16-36 (MovieLens-100K, the
+# BIGRec-style data set and a tenth of it); DLLM2Rec's own code waits 10 epochs.
 EPOCHS = 40
 PATIENCE = 10
 
