@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from rankstill.distill.seqrec.losses import DistillWeights, bce_sampled, candidate_weights, dros, ranking_distillation
+from rankstill.distill.seqrec.losses import (DistillWeights, bce_sampled, candidate_weights, dros, listwise_distillation,
+                                             ranking_distillation)
 
 
 def sigmoid(x):
@@ -57,3 +58,17 @@ def test_dros_by_hand():
     terms = [math.exp(s * s * p) for s, p in zip(scores[0].tolist(), propensity.tolist())]
     inner = sum(terms) - terms[target] + math.exp((2.0 - 1) ** 2 * 0.2)
     assert dros(scores, torch.tensor([target]), propensity).item() == pytest.approx(math.log(inner), rel=1e-6)
+
+
+def test_listwise_distillation_by_hand():
+    distances = torch.tensor([[0.5, 1.5, 3.0]])  # -log p of the teacher's top 3
+    scores = torch.tensor([[1.0, 2.0, 0.0]])
+    for temperature in (1.0, 2.0):
+        teacher = [math.exp(-d / temperature) for d in distances[0].tolist()]
+        teacher = [t / sum(teacher) for t in teacher]
+        student = [math.exp(s / temperature) for s in scores[0].tolist()]
+        student = [s / sum(student) for s in student]
+        kl = sum(t * math.log(t / s) for t, s in zip(teacher, student)) * temperature ** 2
+        assert listwise_distillation(scores, distances, temperature).item() == pytest.approx(kl, rel=1e-5)
+    # Scores that order and space the candidates as the teacher does (any shift) cost nothing.
+    assert listwise_distillation(-distances + 7.0, distances).item() == pytest.approx(0.0, abs=1e-6)

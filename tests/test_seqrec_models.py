@@ -211,7 +211,9 @@ def test_table_with_seeds_reports_mean_std_and_paired_gains(tmp_path):
 
 @pytest.mark.parametrize("kind,tie_output", [("sasrec", False), ("caser", False), ("gru4rec", True)])
 def test_training_loss_on_gathered_scores_equals_the_loss_on_all_scores(kind, tie_output):
-    from rankstill.distill.seqrec.losses import DistillWeights, bce_sampled, ranking_distillation
+    from dataclasses import replace
+
+    from rankstill.distill.seqrec.losses import DistillWeights, bce_sampled, listwise_distillation, ranking_distillation
     from rankstill.distill.seqrec.train import _loss
 
     torch.manual_seed(0)
@@ -227,6 +229,13 @@ def test_training_loss_on_gathered_scores_equals_the_loss_on_all_scores(kind, ti
     negatives = (targets + torch.randint(1, 300, targets.shape, generator=generator)) % 300
     scores = model(history, lengths)
     full = bce_sampled(scores, targets, negatives) + 0.7 * ranking_distillation(scores, candidates, distances, config.distill)
+    assert fast.item() == pytest.approx(full.item(), rel=1e-5)
+    # With the listwise term over more candidates (L 5) than the ranking term reads (K 3).
+    config = replace(config, candidates=3, listwise_weight=0.4, listwise_candidates=5, listwise_temperature=2.0)
+    fast = _loss(model, (history, lengths, targets), config, torch.Generator().manual_seed(1), None, (candidates, distances))
+    full = (bce_sampled(scores, targets, negatives)
+            + 0.7 * ranking_distillation(scores, candidates[:, :3], distances[:, :3], config.distill)
+            + 0.4 * listwise_distillation(scores.gather(1, candidates), distances, 2.0))
     assert fast.item() == pytest.approx(full.item(), rel=1e-5)
 
 

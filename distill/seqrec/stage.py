@@ -86,14 +86,15 @@ def train_student(data_dir: Path, out: Path, shape: SeqShape, config: TrainConfi
     """A student with BCE, plus DLLM2Rec ranking (config.distill_weight) and embedding (embed_weight) distillation."""
     data = SeqData.open(data_dir)
     teacher: TeacherOutputs | None = load_interchange(teacher_dir, data) if teacher_dir else None
-    if (config.distill_weight or embed_weight) and teacher is None:
+    ranking = bool(config.distill_weight or config.listwise_weight)
+    if (ranking or embed_weight) and teacher is None:
         raise ValueError("distillation needs --teacher (a folder written by `rankstill seq teacher` or `rankstill seq import`)")
     shape = replace(shape, num_items=data.num_items, window=data.window)
     external = teacher.embeddings if embed_weight else None
     torch.manual_seed(config.seed)  # the initial weights too, so a run repeats
     model = build_model(replace(shape, text_dim=0 if external is None else external.shape[1]), external, embed_weight)
     model, report = train(model, data.split("train"), data.split("valid"), config,
-                          teacher.targets if teacher is not None and config.distill_weight else None,
+                          teacher.targets if teacher is not None and ranking else None,
                           watch=data.split("test") if watch_test else None)
     model.item_input.fold()
     model.shape.text_dim = 0
@@ -124,7 +125,8 @@ def variant_settings(variant: str, config: TrainConfig, embed_weight: float) -> 
         raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     spec = dict(VARIANTS[variant])
     ranking, embedding = spec.pop("ranking", True), spec.pop("embedding", True)
-    return (replace(config, distill_weight=config.distill_weight if ranking else 0.0, distill=replace(config.distill, **spec)),
+    return (replace(config, distill_weight=config.distill_weight if ranking else 0.0,
+                    listwise_weight=config.listwise_weight if ranking else 0.0, distill=replace(config.distill, **spec)),
             embed_weight if embedding else 0.0)
 
 
@@ -160,7 +162,8 @@ def comparison_table(data_dir: Path, teacher_dir: Path, out: Path, kinds: list[s
                 runs.append({"model": kind, "variant": variant, "seed": seed, "test": report["test"],
                              "valid": {k: v for k, v in report["valid"].items() if k != "epoch"},
                              "best_epoch": report["best_epoch"], "train_seconds": report["train_seconds"],
-                             "distill_weight": row_config.distill_weight, "embed_weight": row_embed})
+                             "distill_weight": row_config.distill_weight, "listwise_weight": row_config.listwise_weight,
+                             "embed_weight": row_embed})
                 _write_table(teacher, runs, out, {"data": str(data_dir), "seeds": seeds, "config": config.to_dict(),
                                                   "embed_weight": embed_weight, "shape": shape.to_dict()})
     return summarise(runs)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .data import SeqDataset
 from .evaluate import evaluate
-from .losses import DistillWeights, bce_sampled, candidate_weights, dros, ranking_distillation, weighted_candidate_loss
+from .losses import DistillWeights, bce_sampled, candidate_weights, dros, listwise_distillation, weighted_candidate_loss
 from .models import SeqRecommender
 
 
@@ -31,6 +31,9 @@ class TrainConfig:
     candidates: int = 0  # K: the teacher's first K candidates per row are distilled (0: all it gave)
     distill_negative: bool = False  # pair each distilled candidate with the row's sampled negative, as DLLM2Rec's
     # code does: Σ_k w_k BCE(c_k, negative); the weights sum to 1, so the negative's term then weighs 1 + λ
+    listwise_weight: float = 0.0  # μ of + μ L_listwise: KL from the teacher's softmax over its top-L candidates; 0: off
+    listwise_candidates: int = 0  # L (0: all the teacher gave)
+    listwise_temperature: float = 1.0
     seed: int = 0
     threads: int = 1  # torch intra-op threads while training: these models are small, and on a shared 2-core
     # machine two threads that wait on each other ran up to 10× slower than one (measured)
@@ -52,6 +55,28 @@ def item_propensity(train: SeqDataset) -> torch.Tensor:
     return torch.from_numpy(counts / counts.sum())
 
 
+def _teacher_columns(config: TrainConfig, available: int) -> tuple[int, int]:
+    """How many of the teacher's candidates the ranking term (K) and the listwise term (L) read; 0 when off."""
+    ranking = (config.candidates or available) if config.distill_weight else 0
+    listwise = (config.listwise_candidates or available) if config.listwise_weight else 0
+    return min(ranking, available), min(listwise, available)
+
+
+def _distill_terms(candidate_scores, candidates, distances, negative_scores, config, student_top=None, scores=None):
+    """λ L_distill + μ L_listwise of a batch, from the scores of the teacher's candidates ([batch, max(K, L)])."""
+    k, l = _teacher_columns(config, candidates.shape[1])
+    loss = candidate_scores.new_zeros(())
+    if k:
+        w = candidate_weights(scores, candidates[:, :k], distances[:, :k], config.distill,
+                              None if student_top is None else student_top[:, :k])
+        paired = negative_scores if config.distill_negative else None
+        loss = loss + config.distill_weight * weighted_candidate_loss(candidate_scores[:, :k], w, paired)
+    if l:
+        loss = loss + config.listwise_weight * listwise_distillation(candidate_scores[:, :l], distances[:, :l],
+                                                                     config.listwise_temperature)
+    return loss
+
+
 def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensity, teacher_batch):
     history, lengths, targets = batch
     num_items = model.shape.num_items
@@ -62,8 +87,9 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
         scores = model(history, lengths)
         loss = bce_sampled(scores, targets, negatives) + config.dros_weight * dros(scores, targets, propensity)
         if teacher_batch is not None:
-            paired = negatives if config.distill_negative else None
-            loss = loss + config.distill_weight * ranking_distillation(scores, *teacher_batch, config.distill, paired)
+            candidates, distances = teacher_batch
+            loss = loss + _distill_terms(scores.gather(1, candidates), candidates, distances,
+                                         scores.gather(1, negatives[:, None]).squeeze(1), config, scores=scores)
         return loss
     # Only the scores the loss reads go through the output layer with gradients: the same loss, less work.
     state = model.state(history, lengths)
@@ -74,11 +100,11 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
     loss = -(F.logsigmoid(scores[:, 0]) + F.logsigmoid(-scores[:, 1])).mean()  # = bce_sampled
     if teacher_batch is not None:
         candidates, distances = teacher_batch
-        with torch.no_grad():  # the student's own top-K, for the consistency weight
-            student_top = model.scores(state.detach()).topk(candidates.shape[1], dim=1).indices
-        w = candidate_weights(None, candidates, distances, config.distill, student_top)
-        paired = scores[:, 1] if config.distill_negative else None
-        loss = loss + config.distill_weight * weighted_candidate_loss(scores[:, 2:], w, paired)
+        student_top = None
+        if config.distill_weight:
+            with torch.no_grad():  # the student's own top-K, for the consistency weight
+                student_top = model.scores(state.detach()).topk(_teacher_columns(config, candidates.shape[1])[0], dim=1).indices
+        loss = loss + _distill_terms(scores[:, 2:], candidates, distances, scores[:, 1], config, student_top)
     return loss
 
 
@@ -99,8 +125,9 @@ def train(model: SeqRecommender, train_data: SeqDataset, valid: SeqDataset, conf
 
 
 def _train(model, train_data, valid, config, teacher, progress, watch):
-    if config.distill_weight and teacher is None:
-        raise ValueError("ranking distillation needs the teacher's candidates (distill_weight > 0)")
+    distilling = bool(config.distill_weight or config.listwise_weight)
+    if distilling and teacher is None:
+        raise ValueError("ranking distillation needs the teacher's candidates (distill_weight or listwise_weight > 0)")
     if teacher is not None and len(teacher.candidates) != len(train_data):
         raise ValueError(f"teacher has {len(teacher.candidates)} rows, training data {len(train_data)}")
     torch.manual_seed(config.seed)
@@ -117,8 +144,8 @@ def _train(model, train_data, valid, config, teacher, progress, watch):
         for start in tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
             rows = order[start:start + config.batch_size]
             teacher_batch = None
-            if teacher is not None and config.distill_weight:
-                k = config.candidates or teacher.candidates.shape[1]
+            if teacher is not None and distilling:
+                k = max(_teacher_columns(config, teacher.candidates.shape[1]))
                 teacher_batch = (torch.from_numpy(teacher.candidates[rows.numpy(), :k]),
                                  torch.from_numpy(teacher.distances[rows.numpy(), :k]))
             loss = _loss(model, (history[rows], lengths[rows], targets[rows]), config, generator, propensity, teacher_batch)
