@@ -29,8 +29,7 @@ DistillNegativeOption = typer.Option(DISTILL_NEGATIVE, "--distill-negative/--no-
 TIE_OUTPUT = False
 LISTWISE_WEIGHT = 0.0
 ListwiseWeightOption = typer.Option(LISTWISE_WEIGHT, help="μ of the listwise term: KL from the teacher's softmax over "
-                                    "its top-L candidates to the student's (teaches their order; 0: off).")
-ListwiseCandidatesOption = typer.Option(0, help="L: the listwise term reads the teacher's first L candidates (0: all it wrote).")
+                                    "its top-K candidates (--candidates) to the student's (teaches their order; 0: off).")
 ListwiseTemperatureOption = typer.Option(1.0, help="T of the listwise term's softmaxes (its loss is scaled by T²).")
 TieOutputOption = typer.Option(TIE_OUTPUT, "--tie-output/--separate-output", help="Score items with the students' "
                                "item-input table (SASRec's shared embeddings; the projected teacher embeddings then "
@@ -157,8 +156,7 @@ def seq_train(
     beta: float = typer.Option(1.0, help="β, temperature of the position weight."),
     candidates: int = typer.Option(0, help="K: distil the teacher's first K candidates per row (0: all it wrote)."),
     distill_negative: bool = DistillNegativeOption, tie_output: bool = TieOutputOption,
-    listwise_weight: float = ListwiseWeightOption, listwise_candidates: int = ListwiseCandidatesOption,
-    listwise_temperature: float = ListwiseTemperatureOption,
+    listwise_weight: float = ListwiseWeightOption, listwise_temperature: float = ListwiseTemperatureOption,
     hidden: int = typer.Option(64), epochs: int = typer.Option(EPOCHS), batch_size: int = typer.Option(256),
     lr: float = typer.Option(1e-3), patience: int = typer.Option(PATIENCE), seed: int = typer.Option(0),
 ) -> None:
@@ -172,7 +170,7 @@ def seq_train(
     config = replace(_seq_config(epochs, batch_size, lr, patience, "bce", dros_weight), distill_weight=distill_weight,
                      distill=DistillWeights(position, confidence, consistency, beta), seed=seed, candidates=candidates,
                      distill_negative=distill_negative, listwise_weight=listwise_weight,
-                     listwise_candidates=listwise_candidates, listwise_temperature=listwise_temperature)
+                     listwise_temperature=listwise_temperature)
     distilling = distill_weight > 0 or embed_weight > 0 or listwise_weight > 0
     report = train_student(data, out, SeqShape(kind=model, hidden=hidden, tie_output=tie_output), config, teacher if distilling else None, embed_weight)
     typer.echo(json.dumps({"best_epoch": report["best_epoch"], "valid": report["valid"], "test": report["test"]}, indent=2))
@@ -195,8 +193,7 @@ def seq_table(
     consistency: float = typer.Option(0.1, help="γ_o."), beta: float = typer.Option(1.0, help="β of the position weight."),
     candidates: int = typer.Option(0, help="K: distil the teacher's first K candidates per row (0: all it wrote)."),
     distill_negative: bool = DistillNegativeOption, tie_output: bool = TieOutputOption,
-    listwise_weight: float = ListwiseWeightOption, listwise_candidates: int = ListwiseCandidatesOption,
-    listwise_temperature: float = ListwiseTemperatureOption,
+    listwise_weight: float = ListwiseWeightOption, listwise_temperature: float = ListwiseTemperatureOption,
     hidden: int = typer.Option(64), epochs: int = typer.Option(EPOCHS), patience: int = typer.Option(PATIENCE),
     lr: float = typer.Option(1e-3),
     watch_test: bool = typer.Option(False, help="Study tool: log test metrics after every epoch in each report "
@@ -212,7 +209,7 @@ def seq_table(
     config = replace(_seq_config(epochs, 256, lr, patience, "bce"), seed=seed, distill_weight=distill_weight,
                      distill=DistillWeights(position, confidence, consistency, beta), candidates=candidates,
                      distill_negative=distill_negative, listwise_weight=listwise_weight,
-                     listwise_candidates=listwise_candidates, listwise_temperature=listwise_temperature)
+                     listwise_temperature=listwise_temperature)
     comparison_table(data, teacher, out, models.split(","), variants.split(","), SeqShape(hidden=hidden, tie_output=tie_output), config,
                      embed_weight, seeds, watch_test)
     typer.echo((out / "table.md").read_text())

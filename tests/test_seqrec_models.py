@@ -230,12 +230,13 @@ def test_training_loss_on_gathered_scores_equals_the_loss_on_all_scores(kind, ti
     scores = model(history, lengths)
     full = bce_sampled(scores, targets, negatives) + 0.7 * ranking_distillation(scores, candidates, distances, config.distill)
     assert fast.item() == pytest.approx(full.item(), rel=1e-5)
-    # With the listwise term over more candidates (L 5) than the ranking term reads (K 3).
-    config = replace(config, candidates=3, listwise_weight=0.4, listwise_candidates=5, listwise_temperature=2.0)
-    fast = _loss(model, (history, lengths, targets), config, torch.Generator().manual_seed(1), None, (candidates, distances))
+    # With the listwise term beside the ranking term, over the first K 3 of the teacher's candidates.
+    config = replace(config, candidates=3, listwise_weight=0.4, listwise_temperature=2.0)
+    fast = _loss(model, (history, lengths, targets), config, torch.Generator().manual_seed(1), None,
+                 (candidates[:, :3], distances[:, :3]))
     full = (bce_sampled(scores, targets, negatives)
             + 0.7 * ranking_distillation(scores, candidates[:, :3], distances[:, :3], config.distill)
-            + 0.4 * listwise_distillation(scores.gather(1, candidates), distances, 2.0))
+            + 0.4 * listwise_distillation(scores.gather(1, candidates[:, :3]), distances[:, :3], 2.0))
     assert fast.item() == pytest.approx(full.item(), rel=1e-5)
 
 

@@ -87,10 +87,10 @@ def weighted_candidate_loss(candidate_scores: torch.Tensor, w: torch.Tensor,
 
 
 def listwise_distillation(candidate_scores: torch.Tensor, distances: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL(teacher ‖ student) over the teacher's top-L candidates of each row (both [batch, L]), averaged over rows.
+    """KL(teacher ‖ student) over the teacher's top-K candidates of each row (both [batch, K]), averaged over rows.
 
-    The teacher's distribution is softmax(-distance / T) over its L candidates (distance = -log p, so at T = 1 its
-    own probabilities conditioned on its top L); the student's is softmax(s / T) over the same items. The ranking
+    The teacher's distribution is softmax(-distance / T) over its K candidates (distance = -log p, so at T = 1 its
+    own probabilities conditioned on its top K); the student's is softmax(s / T) over the same items. The ranking
     term pushes each candidate up on its own; this one teaches their order. Scaled by T² (Hinton et al.) so that
     the gradient's size does not depend on T."""
     teacher = torch.softmax(-distances.float() / temperature, dim=1)

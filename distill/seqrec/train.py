@@ -31,8 +31,7 @@ class TrainConfig:
     candidates: int = 0  # K: the teacher's first K candidates per row are distilled (0: all it gave)
     distill_negative: bool = False  # pair each distilled candidate with the row's sampled negative, as DLLM2Rec's
     # code does: Σ_k w_k BCE(c_k, negative); the weights sum to 1, so the negative's term then weighs 1 + λ
-    listwise_weight: float = 0.0  # μ of + μ L_listwise: KL from the teacher's softmax over its top-L candidates; 0: off
-    listwise_candidates: int = 0  # L (0: all the teacher gave)
+    listwise_weight: float = 0.0  # μ of + μ L_listwise: KL from the teacher's softmax over the same K candidates; 0: off
     listwise_temperature: float = 1.0
     seed: int = 0
     threads: int = 1  # torch intra-op threads while training: these models are small, and on a shared 2-core
@@ -55,25 +54,14 @@ def item_propensity(train: SeqDataset) -> torch.Tensor:
     return torch.from_numpy(counts / counts.sum())
 
 
-def _teacher_columns(config: TrainConfig, available: int) -> tuple[int, int]:
-    """How many of the teacher's candidates the ranking term (K) and the listwise term (L) read; 0 when off."""
-    ranking = (config.candidates or available) if config.distill_weight else 0
-    listwise = (config.listwise_candidates or available) if config.listwise_weight else 0
-    return min(ranking, available), min(listwise, available)
-
-
-def _distill_terms(candidate_scores, candidates, distances, negative_scores, config, student_top=None, scores=None):
-    """λ L_distill + μ L_listwise of a batch, from the scores of the teacher's candidates ([batch, max(K, L)])."""
-    k, l = _teacher_columns(config, candidates.shape[1])
+def _distill_terms(candidate_scores, distances, negative_scores, config, w):
+    """λ L_distill + μ L_listwise of a batch, from the scores of the teacher's K candidates ([batch, K])."""
     loss = candidate_scores.new_zeros(())
-    if k:
-        w = candidate_weights(scores, candidates[:, :k], distances[:, :k], config.distill,
-                              None if student_top is None else student_top[:, :k])
+    if config.distill_weight:
         paired = negative_scores if config.distill_negative else None
-        loss = loss + config.distill_weight * weighted_candidate_loss(candidate_scores[:, :k], w, paired)
-    if l:
-        loss = loss + config.listwise_weight * listwise_distillation(candidate_scores[:, :l], distances[:, :l],
-                                                                     config.listwise_temperature)
+        loss = loss + config.distill_weight * weighted_candidate_loss(candidate_scores, w, paired)
+    if config.listwise_weight:
+        loss = loss + config.listwise_weight * listwise_distillation(candidate_scores, distances, config.listwise_temperature)
     return loss
 
 
@@ -88,8 +76,9 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
         loss = bce_sampled(scores, targets, negatives) + config.dros_weight * dros(scores, targets, propensity)
         if teacher_batch is not None:
             candidates, distances = teacher_batch
-            loss = loss + _distill_terms(scores.gather(1, candidates), candidates, distances,
-                                         scores.gather(1, negatives[:, None]).squeeze(1), config, scores=scores)
+            w = candidate_weights(scores, candidates, distances, config.distill)
+            loss = loss + _distill_terms(scores.gather(1, candidates), distances,
+                                         scores.gather(1, negatives[:, None]).squeeze(1), config, w)
         return loss
     # Only the scores the loss reads go through the output layer with gradients: the same loss, less work.
     state = model.state(history, lengths)
@@ -100,11 +89,12 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
     loss = -(F.logsigmoid(scores[:, 0]) + F.logsigmoid(-scores[:, 1])).mean()  # = bce_sampled
     if teacher_batch is not None:
         candidates, distances = teacher_batch
-        student_top = None
+        w = None
         if config.distill_weight:
             with torch.no_grad():  # the student's own top-K, for the consistency weight
-                student_top = model.scores(state.detach()).topk(_teacher_columns(config, candidates.shape[1])[0], dim=1).indices
-        loss = loss + _distill_terms(scores[:, 2:], candidates, distances, scores[:, 1], config, student_top)
+                student_top = model.scores(state.detach()).topk(candidates.shape[1], dim=1).indices
+            w = candidate_weights(None, candidates, distances, config.distill, student_top)
+        loss = loss + _distill_terms(scores[:, 2:], distances, scores[:, 1], config, w)
     return loss
 
 
@@ -145,7 +135,7 @@ def _train(model, train_data, valid, config, teacher, progress, watch):
             rows = order[start:start + config.batch_size]
             teacher_batch = None
             if teacher is not None and distilling:
-                k = max(_teacher_columns(config, teacher.candidates.shape[1]))
+                k = config.candidates or teacher.candidates.shape[1]
                 teacher_batch = (torch.from_numpy(teacher.candidates[rows.numpy(), :k]),
                                  torch.from_numpy(teacher.distances[rows.numpy(), :k]))
             loss = _loss(model, (history[rows], lengths[rows], targets[rows]), config, generator, propensity, teacher_batch)
