@@ -72,3 +72,14 @@ def test_listwise_distillation_by_hand():
         assert listwise_distillation(scores, distances, temperature).item() == pytest.approx(kl, rel=1e-5)
     # Scores that order and space the candidates as the teacher does (any shift) cost nothing.
     assert listwise_distillation(-distances + 7.0, distances).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_table_variants_switch_the_listwise_term():
+    from rankstill.distill.seqrec.stage import variant_settings
+    from rankstill.distill.seqrec.train import TrainConfig
+
+    config = TrainConfig(distill_weight=3.2, listwise_weight=3.0)
+    settings = {v: variant_settings(v, config, 1.0) for v in ("alone", "dllm2rec", "no-listwise", "no-ranking-distill", "no-position")}
+    assert [(c.distill_weight, c.listwise_weight, e) for c, e in settings.values()] == [
+        (0.0, 0.0, 0.0), (3.2, 3.0, 1.0), (3.2, 0.0, 1.0), (0.0, 0.0, 1.0), (3.2, 3.0, 1.0)]
+    assert settings["no-position"][0].distill.position == 0.0

@@ -105,8 +105,9 @@ def train_student(data_dir: Path, out: Path, shape: SeqShape, config: TrainConfi
     return report
 
 
-# Rows of the comparison table: name -> which parts of DLLM2Rec it keeps (ranking distillation, embedding
-# distillation, and the γ weights of the ranking term, each relative to the table's settings).
+# Rows of the comparison table: name -> which parts of distillation it keeps (ranking distillation with the
+# listwise term, embedding distillation, the listwise term alone, and the γ weights of the ranking term, each
+# relative to the table's settings). "no-listwise" is DLLM2Rec as published.
 VARIANTS = {
     "alone": dict(ranking=False, embedding=False),
     "dllm2rec": dict(),
@@ -115,6 +116,7 @@ VARIANTS = {
     "no-consistency": dict(consistency=0.0),
     "no-ranking-distill": dict(ranking=False),
     "no-embedding-distill": dict(embedding=False),
+    "no-listwise": dict(listwise=False),
 }
 METRICS = ("hr@10", "hr@20", "ndcg@10", "ndcg@20", "overlap@20")
 
@@ -125,8 +127,9 @@ def variant_settings(variant: str, config: TrainConfig, embed_weight: float) -> 
         raise ValueError(f"unknown variant {variant!r}; choose from {sorted(VARIANTS)}")
     spec = dict(VARIANTS[variant])
     ranking, embedding = spec.pop("ranking", True), spec.pop("embedding", True)
+    listwise = spec.pop("listwise", ranking)
     return (replace(config, distill_weight=config.distill_weight if ranking else 0.0,
-                    listwise_weight=config.listwise_weight if ranking else 0.0, distill=replace(config.distill, **spec)),
+                    listwise_weight=config.listwise_weight if listwise else 0.0, distill=replace(config.distill, **spec)),
             embed_weight if embedding else 0.0)
 
 
