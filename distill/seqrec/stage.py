@@ -83,7 +83,8 @@ def train_teacher(data_dir: Path, out: Path, backbone: Path, shape: SeqShape, co
 
 def train_student(data_dir: Path, out: Path, shape: SeqShape, config: TrainConfig,
                   teacher_dir: Path | None = None, embed_weight: float = 0.0, watch_test: bool = False) -> dict:
-    """A student with BCE, plus DLLM2Rec ranking (config.distill_weight) and embedding (embed_weight) distillation."""
+    """A student with BCE, plus DLLM2Rec ranking (config.distill_weight), listwise (config.listwise_weight) and
+    embedding (embed_weight) distillation."""
     data = SeqData.open(data_dir)
     teacher: TeacherOutputs | None = load_interchange(teacher_dir, data) if teacher_dir else None
     ranking = bool(config.distill_weight or config.listwise_weight)
