@@ -175,7 +175,7 @@ def seq_train(
                      distill=DistillWeights(position, confidence, consistency, beta), seed=seed, candidates=candidates,
                      distill_negative=distill_negative, listwise_weight=listwise_weight,
                      listwise_temperature=listwise_temperature)
-    distilling = distill_weight > 0 or embed_weight > 0 or listwise_weight > 0
+    distilling = config.reads_teacher_ranks or embed_weight > 0
     report = train_student(data, out, SeqShape(kind=model, hidden=hidden, tie_output=tie_output), config, teacher if distilling else None, embed_weight)
     typer.echo(json.dumps({"best_epoch": report["best_epoch"], "valid": report["valid"], "test": report["test"]}, indent=2))
 

@@ -87,15 +87,14 @@ def train_student(data_dir: Path, out: Path, shape: SeqShape, config: TrainConfi
     embedding (embed_weight) distillation."""
     data = SeqData.open(data_dir)
     teacher: TeacherOutputs | None = load_interchange(teacher_dir, data) if teacher_dir else None
-    ranking = bool(config.distill_weight or config.listwise_weight)
-    if (ranking or embed_weight) and teacher is None:
+    if (config.reads_teacher_ranks or embed_weight) and teacher is None:
         raise ValueError("distillation needs --teacher (a folder written by `rankstill seq teacher` or `rankstill seq import`)")
     shape = replace(shape, num_items=data.num_items, window=data.window)
     external = teacher.embeddings if embed_weight else None
     torch.manual_seed(config.seed)  # the initial weights too, so a run repeats
     model = build_model(replace(shape, text_dim=0 if external is None else external.shape[1]), external, embed_weight)
     model, report = train(model, data.split("train"), data.split("valid"), config,
-                          teacher.targets if teacher is not None and ranking else None,
+                          teacher.targets if teacher is not None and config.reads_teacher_ranks else None,
                           watch=data.split("test") if watch_test else None)
     model.item_input.fold()
     model.shape.text_dim = 0

@@ -37,6 +37,11 @@ class TrainConfig:
     threads: int = 1  # torch intra-op threads while training: these models are small, and on a shared 2-core
     # machine two threads that wait on each other ran up to 10× slower than one (measured)
 
+    @property
+    def reads_teacher_ranks(self) -> bool:
+        """Whether a term reads the teacher's candidates (the ranking or the listwise term)."""
+        return bool(self.distill_weight or self.listwise_weight)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -76,7 +81,7 @@ def _loss(model: SeqRecommender, batch, config: TrainConfig, generator, propensi
         loss = bce_sampled(scores, targets, negatives) + config.dros_weight * dros(scores, targets, propensity)
         if teacher_batch is not None:
             candidates, distances = teacher_batch
-            w = candidate_weights(scores, candidates, distances, config.distill)
+            w = candidate_weights(scores, candidates, distances, config.distill) if config.distill_weight else None
             loss = loss + _distill_terms(scores.gather(1, candidates), distances,
                                          scores.gather(1, negatives[:, None]).squeeze(1), config, w)
         return loss
@@ -115,7 +120,7 @@ def train(model: SeqRecommender, train_data: SeqDataset, valid: SeqDataset, conf
 
 
 def _train(model, train_data, valid, config, teacher, progress, watch):
-    distilling = bool(config.distill_weight or config.listwise_weight)
+    distilling = config.reads_teacher_ranks
     if distilling and teacher is None:
         raise ValueError("ranking distillation needs the teacher's candidates (distill_weight or listwise_weight > 0)")
     if teacher is not None and len(teacher.candidates) != len(train_data):
