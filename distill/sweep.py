@@ -125,14 +125,14 @@ def time_entry(entry: Path, payloads, repeats: int = 1) -> dict:
 
 
 def frontier(labels: Path, extra: list[Path], out: Path, specs: list[str], backbone: Path, teacher_backbone: Path | None,
-             train_options: dict, payloads, baseline: Path | None = None, augmented_pairs: int | None = None) -> dict:
-    """Train, export and time each shape; `LxH@layers` shapes start from `teacher_backbone` (a fine-tuned teacher)."""
-    from rankstill.export.export_stage import export_student
-
+             train_options: dict, payloads, baseline: Path | None = None, augmented_pairs: int | None = None,
+             trained: list[Path] = ()) -> dict:
+    """Train, export and time each shape; `LxH@layers` shapes start from `teacher_backbone` (a fine-tuned teacher).
+    `trained`: student checkpoints made elsewhere (`rankstill train`, another machine), exported and timed
+    beside them, their validation figures read from their own report.json."""
     out.mkdir(parents=True, exist_ok=True)
     repo = out / "model_repo"
-    rows = []
-    timings_of = {}
+    rows, names = [], []
     for spec in specs:
         shape = parse_shape(spec)
         name = "s-" + spec.replace("@", "-at-").replace(",", "_")
@@ -146,25 +146,42 @@ def frontier(labels: Path, extra: list[Path], out: Path, specs: list[str], backb
         report = train_student(labels, out / name, start, shape, extra_labels=extra, progress=False,
                                train_filter=(lambda frame: augmented_subset(frame, augmented_pairs))
                                if augmented_pairs is not None else None, **options)
-        export_student(out / name, labels, repo, name, 1, True, False, int8_gate="skip")
-        timings_of[name] = {variant: time_entry(repo / (name if variant == "fp32" else f"{name}-int8"), payloads)
-                            for variant in ("fp32", "int8") if (repo / (name if variant == "fp32" else f"{name}-int8")).is_dir()}
-        rows.append(_row(report, spec=spec, latency=timings_of[name], seconds=round(time.perf_counter() - began, 1)))
+        latency = _export_and_time(out / name, labels, repo, name, payloads)
+        rows.append(_row(report, spec=spec, latency=latency, seconds=round(time.perf_counter() - began, 1)))
+        names.append(name)
         _write(out, "frontier", {"rows": rows})
+    for student in trained:
+        name = "t-" + student.name
+        report = json.loads((student / "report.json").read_text())
+        latency = _export_and_time(student, labels, repo, name, payloads)
+        rows.append(_row(report, spec=student.name, checkpoint=str(student), latency=latency))
+        names.append(name)
     if baseline is not None:  # the committed default, timed in the same run on the same payloads
         reference = {"fp32": time_entry(baseline, payloads)}
         if Path(f"{baseline}-int8").is_dir():
             reference["int8"] = time_entry(Path(f"{baseline}-int8"), payloads)
         # time the candidates again after it, so the drift of a shared machine shows
-        for row, name in zip(rows, timings_of):
-            row["latency_after_baseline"] = {v: time_entry(repo / (name if v == "fp32" else f"{name}-int8"), payloads)
-                                             for v in row["latency"]}
+        for row, name in zip(rows, names):
+            row["latency_after_baseline"] = {v: time_entry(_variant_entry(repo, name, v), payloads) for v in row["latency"]}
         result = {"rows": rows, "baseline": {"entry": str(baseline), "latency": reference}}
     else:
         result = {"rows": rows}
     _write(out, "frontier", result)
     plot_frontier(result, out / "frontier.png")
     return result
+
+
+def _variant_entry(repo: Path, name: str, variant: str) -> Path:
+    return repo / (name if variant == "fp32" else f"{name}-{variant}")
+
+
+def _export_and_time(student: Path, labels: Path, repo: Path, name: str, payloads) -> dict:
+    """Export a student checkpoint (fp32 + int8, whatever the int8 gate says) into `repo` and time both."""
+    from rankstill.export.export_stage import export_student
+
+    export_student(student, labels, repo, name, 1, True, False, int8_gate="skip")
+    return {variant: time_entry(_variant_entry(repo, name, variant), payloads)
+            for variant in ("fp32", "int8") if _variant_entry(repo, name, variant).is_dir()}
 
 
 def plot_frontier(result: dict, png: Path) -> Path:

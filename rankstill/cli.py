@@ -520,7 +520,8 @@ def sweep_frontier(
     extra_labels: list[Path] = typer.Option([], help="Store(s) of augmented pairs; repeatable."),
     augmented_pairs: Optional[int] = typer.Option(None, help="Use only this many augmented pairs (as in the data-size sweep)."),
     out: Path = typer.Option(Path("runs/sweep/frontier"), help="Folder for students, scratch model_repo/, frontier.json and frontier.png."),
-    shapes: str = typer.Option("1x128,2x128,2x256,4x256,3x384@0,2,4", help="Shapes LxH, or LxH@i,j,k to start from those layers of --teacher-backbone; separated by ';' or ','-free specs."),
+    shapes: str = typer.Option("1x128,2x128,2x256,4x256,3x384@0,2,4", help="Shapes LxH, or LxH@i,j,k to start from those layers of --teacher-backbone; separated by ';' or ','-free specs; '' for none."),
+    trained: list[Path] = typer.Option([], help="Student checkpoints trained elsewhere (`rankstill train --out`, another machine): exported and timed beside the shapes, their validation figures read from their report.json; repeatable."),
     teacher_backbone: Optional[Path] = typer.Option(Path("runs/teacher"), help="Fine-tuned teacher whose layers start the LxH@... shapes."),
     baseline: Optional[Path] = typer.Option(Path("model_repo/rerank-student"), help="Committed default, timed in the same run."),
     payload_count: int = typer.Option(30, help="100-candidate payloads (validation queries, BM25 candidates) to time."),
@@ -537,12 +538,12 @@ def sweep_frontier(
     from rankstill.distill.sweep import frontier
     from rankstill.distill.teacher import default_backbone
 
-    specs = [spec for spec in shapes.split(";")] if ";" in shapes else _split_specs(shapes)
+    specs = [spec for spec in shapes.split(";")] if ";" in shapes else _split_specs(shapes) if shapes else []
     options = _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device)
     options["teacher_init_lr"] = teacher_init_lr
     result = frontier(labels, extra_labels, out, specs, default_backbone(), teacher_backbone, options,
                       build_payloads(data, payload_count, 100), baseline if baseline and baseline.is_dir() else None,
-                      augmented_pairs)
+                      augmented_pairs, trained)
     for row in result["rows"]:
         typer.echo(f"{row['spec']:>14}: retention {_share(row['validation_retention'])}, " +
                    ", ".join(f"{v} p50 {t['p50_ms']} ms ({t['mb']} MB)" for v, t in row["latency"].items()))

@@ -126,3 +126,28 @@ def test_sweep_data_size_from_the_cli_writes_json_and_png(stores, tmp_path):
     rows = json.loads((tmp_path / "data_size.json").read_text())["rows"]
     assert [row["augmented_pairs"] for row in rows][0] == 0 and rows[1]["augmented_pairs"] >= 20
     assert (tmp_path / "data_size.png").stat().st_size > 0
+
+
+def test_frontier_exports_and_times_a_student_trained_elsewhere_beside_a_new_shape(stores, tmp_path):
+    import json
+
+    from rankstill.distill.sweep import frontier
+
+    _, root = stores
+    training = dict(epochs=1, queries_per_step=4, max_items=8, lr=1e-3, bce_weight=0.1, max_steps=2, progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    report = train_student(root / "labels", elsewhere, default_backbone(),
+                           StudentShape(layers=1, hidden=32, heads=2, intermediate=64, max_length=32), **training)
+    validation = LabelStore(root / "labels").read(split="validation")
+    payloads = [(validation["query"].iloc[0], list(validation["item_text"].iloc[:12]))]
+    training.pop("progress")
+    result = frontier(root / "labels", [], tmp_path / "frontier", ["1x64"], default_backbone(), None, training,
+                      payloads, trained=[elsewhere])
+    trained_row = result["rows"][1]
+    assert [row["spec"] for row in result["rows"]] == ["1x64", "elsewhere"]
+    assert trained_row["validation_ndcg@10"] == report["validation"]["ndcg@10"]
+    assert trained_row["checkpoint"] == str(elsewhere)
+    assert (tmp_path / "frontier" / "model_repo" / "t-elsewhere" / "1" / "model.onnx").is_file()
+    assert all(row["latency"]["fp32"]["p50_ms"] > 0 for row in result["rows"])
+    assert json.loads((tmp_path / "frontier" / "frontier.json").read_text())["rows"][1]["spec"] == "elsewhere"
+    assert (tmp_path / "frontier" / "frontier.png").stat().st_size > 0
