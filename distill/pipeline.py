@@ -101,6 +101,20 @@ class BenchmarkSection(BaseModel):
     teacher_requests: int = Field(10, ge=0, description="Requests timed on the teacher (it is slow).")
 
 
+class SweepSection(BaseModel):
+    """Quality studies after the student, trained with the student section's settings; results and plots
+    are written next to report.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_sizes: list[int] = Field(default_factory=list, description="Augmented pairs of each run of the data-size "
+                                  "sweep (OUT/sweep/data_size.json and .png); empty: no sweep.")
+    shapes: list[str] = Field(default_factory=list, description="Student shapes of the capacity/latency frontier, LxH "
+                              "or LxH@i,j,k (from those layers of the fine-tuned teacher), exported and timed beside "
+                              "this config's student (OUT/frontier/frontier.json and .png); empty: no frontier.")
+    payloads: int = Field(30, ge=1, description="Requests of benchmark.candidates documents timed per frontier model.")
+
+
 class DistillConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -113,6 +127,7 @@ class DistillConfig(BaseModel):
     student: StudentSection = Field(default_factory=StudentSection)
     export: ExportSection = Field(default_factory=ExportSection)
     benchmark: BenchmarkSection = Field(default_factory=BenchmarkSection)
+    sweep: SweepSection = Field(default_factory=SweepSection)
     max_queries: int | None = Field(None, description="Use only this many queries per split (quick runs).")
     seed: int = 0
 
@@ -243,18 +258,14 @@ def run(config: DistillConfig, strict: bool = False, force: set[str] = frozenset
     student_dir = config.out / "student"
     student_fp = _digest(labels_fp, config.student.model_dump(exclude={"device"}), config.seed)
     if not stages.done("student", student_fp, student_dir):
-        from .student import StudentShape
         from .train_student import train_student
 
         began = time.perf_counter()
-        s = config.student
-        shape = StudentShape(**s.model_dump(include={f.name for f in dataclasses.fields(StudentShape)}))
         temporary = config.out / "student.partial"
         shutil.rmtree(temporary, ignore_errors=True)
-        train_student(config.labels_dir, temporary, s.backbone or default_backbone(), shape, s.epochs, s.queries_per_step,
-                      s.max_items, s.lr, s.bce_weight, s.max_steps, seed=config.seed,
-                      freeze_word_embeddings=s.freeze_word_embeddings, teacher=teacher_key, loss=s.loss,
-                      temperature=s.temperature, extra_labels=extra_labels, aux_head=s.aux_head, device=s.device)
+        train_student(config.labels_dir, temporary, config.student.backbone or default_backbone(),
+                      _student_shape(config.student), extra_labels=extra_labels,
+                      **_training_options(config, teacher_key))
         _replace_dir(temporary, student_dir)
         stages.finish("student", student_fp, began)
 
@@ -285,11 +296,60 @@ def run(config: DistillConfig, strict: bool = False, force: set[str] = frozenset
             began = time.perf_counter()
             stages.finish("benchmark", bench_fp, began, latency=benchmark(config, dataset, teacher))
 
+    _sweeps(config, dataset, teacher_key, teacher_checkpoint, labels_fp, student_fp, extra_labels, stages)
     report = _report(config, stages, dataset, teacher, time.perf_counter() - began_all)
     (config.out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     echo(format_report(report))
     echo(f"report: {config.out / 'report.json'}; model: {repo / config.name}")
     return report
+
+
+def _student_shape(section: StudentSection):
+    from .student import StudentShape
+
+    return StudentShape(**section.model_dump(include={f.name for f in dataclasses.fields(StudentShape)}))
+
+
+def _training_options(config: DistillConfig, teacher_key: str) -> dict:
+    """`train_student` settings of the student section (everything but the data, the shape and the folder)."""
+    s = config.student
+    return {"epochs": s.epochs, "queries_per_step": s.queries_per_step, "max_items": s.max_items, "lr": s.lr,
+            "bce_weight": s.bce_weight, "max_steps": s.max_steps, "seed": config.seed,
+            "freeze_word_embeddings": s.freeze_word_embeddings, "teacher": teacher_key, "loss": s.loss,
+            "temperature": s.temperature, "aux_head": s.aux_head, "device": s.device}
+
+
+def _sweeps(config: DistillConfig, dataset: Dataset, teacher_key: str, teacher_checkpoint: Path | None, labels_fp: str,
+            student_fp: str, extra_labels: list[Path], stages: Stages) -> None:
+    """The data-size sweep and the capacity/latency frontier that `sweep:` asks for."""
+    from .teacher import default_backbone
+
+    sweep = config.sweep
+    backbone = config.student.backbone or default_backbone()
+    options = _training_options(config, teacher_key)
+    if sweep.data_sizes:
+        folder = config.out / "sweep"
+        fingerprint = _digest(labels_fp, student_fp, sweep.data_sizes)
+        if not stages.done("sweep", fingerprint, folder / "data_size.json"):
+            from .sweep import data_size_sweep
+
+            began = time.perf_counter()
+            result = data_size_sweep(config.labels_dir, extra_labels, folder, sweep.data_sizes, backbone,
+                                     _student_shape(config.student), options, seed=config.seed)
+            stages.finish("sweep", fingerprint, began, json=result["json"], png=result["png"])
+    if sweep.shapes:
+        folder = config.out / "frontier"
+        fingerprint = _digest(labels_fp, student_fp, sweep.shapes, sweep.payloads, config.benchmark.candidates)
+        if not stages.done("frontier", fingerprint, folder / "frontier.json"):
+            from .bm25 import TitleIndex
+            from .sweep import frontier
+
+            began = time.perf_counter()
+            index = TitleIndex(list(dataset.items["item_id"]), list(dataset.items["item_text"]))
+            frontier(config.labels_dir, extra_labels, folder, sweep.shapes, backbone, teacher_checkpoint, options,
+                     _payloads(dataset, index, sweep.payloads, config.benchmark.candidates),
+                     trained=[config.out / "student"])
+            stages.finish("frontier", fingerprint, began, json=str(folder / "frontier.json"), png=str(folder / "frontier.png"))
 
 
 def _describe_data(data: DataConfig) -> str:
@@ -460,6 +520,9 @@ def _report(config: DistillConfig, stages: Stages, dataset: Dataset, teacher, se
         report["labelling"] = results["label"].get("sessions")
     if "augment" in results:
         report["augmentation"] = results["augment"].get("sources")
+    for study in ("sweep", "frontier"):
+        if study in results:
+            report[study] = {"json": results[study]["json"], "png": results[study]["png"]}
     return report
 
 

@@ -138,7 +138,8 @@ def test_no_judgments_distils_from_the_teacher_alone(paths, teacher_url, tmp_pat
 
 def test_augmented_pairs_and_a_listwise_loss_from_the_config(paths, teacher_url, tmp_path):
     """`augment:` labels more training pairs with the teacher into OUT/augment and the student learns from them
-    beside the main store, with the loss `student:` names; a rerun finds every stage up to date."""
+    beside the main store, with the loss `student:` names; `sweep:` adds the data-size sweep and the frontier
+    next to report.json; a rerun finds every stage up to date."""
     out = tmp_path / "out"
     config = write_config(
         tmp_path / "distill.yaml", name="augmented", out=str(out), data=data_section(paths),
@@ -146,7 +147,8 @@ def test_augmented_pairs_and_a_listwise_loss_from_the_config(paths, teacher_url,
         label={"candidates_per_query": 2},
         augment=[{"source": "new-query", "pairs": 24, "per_query": 4}, {"source": "bm25-deep", "pairs": 16, "per_query": 2}],
         student={**TINY_STUDENT, "loss": "listwise", "temperature": 0.5},
-        export={"model_repo": str(tmp_path / "repo"), "int8": False}, benchmark={"requests": 0})
+        export={"model_repo": str(tmp_path / "repo"), "int8": False}, benchmark={"requests": 0, "candidates": 12},
+        sweep={"data_sizes": [0, 16], "shapes": ["1x64"], "payloads": 2})
     result = CliRunner().invoke(app, ["distill", config])
     assert result.exit_code == 0, result.output
 
@@ -161,10 +163,17 @@ def test_augmented_pairs_and_a_listwise_loss_from_the_config(paths, teacher_url,
     assert {source: student["train_sources"][source] for source in counts} == counts
     report = json.loads((out / "report.json").read_text())
     assert [a["source"] for a in report["augmentation"]] == ["new-query", "bm25-deep"]
+    sizes = json.loads((out / "sweep" / "data_size.json").read_text())["rows"]
+    assert sizes[0]["augmented_pairs"] == 0 and sizes[1]["augmented_pairs"] >= 16
+    shapes = json.loads((out / "frontier" / "frontier.json").read_text())["rows"]
+    assert [row["spec"] for row in shapes] == ["1x64", "student"]
+    assert shapes[1]["validation_ndcg@10"] == student["validation"]["ndcg@10"]
+    assert all(row["latency"]["fp32"]["p50_ms"] > 0 for row in shapes)
+    assert report["sweep"]["png"].endswith("data_size.png") and report["frontier"]["png"].endswith("frontier.png")
 
     again = CliRunner().invoke(app, ["distill", config])
     assert again.exit_code == 0, again.output
-    for stage in ("label", "augment", "student", "export"):
+    for stage in ("label", "augment", "student", "export", "sweep", "frontier"):
         assert f"[{stage}] up to date" in again.output
 
 
