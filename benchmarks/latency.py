@@ -79,7 +79,7 @@ def floor_batches(onnx_path: Path, tokenizer_file: Path, max_length: int, payloa
 def time_floor(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads) -> dict:
     """Bare ONNX Runtime on pre-assembled batches, and with tokenization (cold and cached)."""
     scorer, batches = floor_batches(onnx_path, tokenizer_file, max_length, payloads)
-    cold = PairScorer(PairTokenizer.from_file(tokenizer_file, max_length), scorer.runner, scorer.max_batch_pairs,
+    cold = PairScorer(PairTokenizer.from_file(tokenizer_file, max_length), scorer.runners, scorer.max_batch_pairs,
                       scorer.run_overhead_tokens)  # nothing cached yet
     bare, with_tokenization, with_cached_tokens = [], [], []
     for (query, docs), batch in zip(payloads, batches):

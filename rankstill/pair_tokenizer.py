@@ -54,6 +54,10 @@ class TokenizedPairs:
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(ids) for ids in self.ids), dtype=np.int64, count=len(self.ids))
 
+    def subset(self, rows: np.ndarray) -> "TokenizedPairs":
+        """These pairs only, in this order (which document each pair belongs to is not kept)."""
+        return TokenizedPairs([self.ids[r] for r in rows], self.first_segment[rows], self.truncated[rows], self.pad_id)
+
     def pad(self, rows: np.ndarray | None = None) -> EncodedBatch:
         """The chosen rows (default: all, in order) padded to their own longest pair."""
         rows = np.arange(len(self.ids)) if rows is None else rows

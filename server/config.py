@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, YamlConfigSettingsSource
 
-from rankstill.scoring import DEFAULT_MAX_BATCH_PAIRS
+from rankstill.scoring import DEFAULT_LANES, DEFAULT_MAX_BATCH_PAIRS
 
 ENV_PREFIX = "RANKSTILL_"
 
@@ -105,7 +105,9 @@ class ServeSettings(BaseSettings):
         "/readyz (several allowed; comma-separated in RANKSTILL_API_KEY). None: no authentication.")
     reload_interval: float = Field(10.0, ge=0, description="Seconds between checks of the model repository for new "
                                    "versions (0: only on POST /admin/reload or SIGHUP).")
-    threads: Optional[int] = Field(None, ge=1, description="ONNX Runtime intra-op threads (default: all cores).")
+    threads: Optional[int] = Field(None, ge=1, description="ONNX Runtime threads of a model, split among its lanes (default: all cores).")
+    lanes: int = Field(DEFAULT_LANES, ge=1, description="ONNX Runtime sessions per rerank model, running a batch's "
+                       "sub-batches side by side (at most --threads).")
     backend: BackendKind = Field(BackendKind.onnxruntime, description="onnxruntime: run the model in-process; "
                                  "triton: send batches to a Triton server.")
     triton_url: str = Field("127.0.0.1:8001", description="gRPC address of the Triton server (with --backend triton).")

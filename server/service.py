@@ -17,7 +17,7 @@ import numpy as np
 
 from rankstill.model_repo import ModelEntry, default_model_name, list_models
 from rankstill.pair_tokenizer import PairTokenizer, TokenizedPairs
-from rankstill.scoring import OnnxRunner, PairScorer, PreparedBatch, Runner
+from rankstill.scoring import PairScorer, PreparedBatch, Runner, onnx_runners
 
 from .backend import TritonRunner
 from .batcher import MicroBatcher, Retired
@@ -119,7 +119,7 @@ class RerankService:
     def _load_checked(self, entry: ModelEntry) -> LoadedModel:
         """Load, warm up and check a model version; raises if it cannot serve."""
         tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
-        scorer = PairScorer(tokenizer, self._runner(entry), self.settings.max_batch_pairs)
+        scorer = PairScorer(tokenizer, self._runners(entry), self.settings.max_batch_pairs)
         if scorer.runner.is_ready():  # a remote backend may come up later
             logits = scorer.score([CHECK_QUERY] * len(CHECK_DOCUMENTS), CHECK_DOCUMENTS)
             if logits.shape != (len(CHECK_DOCUMENTS),) or not np.isfinite(logits).all():
@@ -129,10 +129,10 @@ class RerankService:
                                self.metrics.batch_observer(entry.name))
         return LoadedModel(entry, scorer, batcher)
 
-    def _runner(self, entry: ModelEntry) -> Runner:
+    def _runners(self, entry: ModelEntry) -> list[Runner]:
         if self.settings.backend == BackendKind.triton:
-            return TritonRunner(self.settings.triton_url, entry.name, entry.max_length, self.settings.triton_timeout)
-        return OnnxRunner(entry.onnx_path, self.settings.threads)
+            return [TritonRunner(self.settings.triton_url, entry.name, entry.max_length, self.settings.triton_timeout)]
+        return onnx_runners(entry.onnx_path, self.settings.threads, self.settings.lanes)
 
     def is_ready(self) -> bool:
         return self.ready and all(model.scorer.runner.is_ready() for model in self.models.values())

@@ -12,7 +12,7 @@ from rankstill.export.parity import FP32_MAX_ABS_DIFF, ranking_parity
 from rankstill.export.triton_repo import config_pbtxt, set_default, write_entry
 from rankstill.model_repo import default_model_name, list_models, load_model
 from rankstill.pair_tokenizer import PairTokenizer
-from rankstill.scoring import PairScorer, onnx_session
+from rankstill.scoring import PairScorer, onnx_runners, onnx_session
 
 from conftest import FP32_MODEL, INT8_MODEL, MODEL_REPO
 
@@ -38,10 +38,30 @@ def test_onnx_matches_pytorch_on_real_pairs_of_any_batch_and_length(exported, ju
     student, tokenizer, path = exported
     pairs = _validation_pairs(judgments)
     queries, items = list(pairs["query"]), list(pairs["item_text"])
-    for batch_size in (1, 7, 64):  # dynamic batch and sequence axes
+    for batch_size, lanes in ((1, 1), (7, 2), (64, 1), (64, 2)):  # dynamic batch and sequence axes; lanes side by side
         reference = score_pairs(student, tokenizer, queries, items, batch_size=batch_size)
-        exported_scores = PairScorer.onnx(path, tokenizer, max_batch_pairs=batch_size).score(queries, items)
+        exported_scores = PairScorer.onnx(path, tokenizer, threads=2, max_batch_pairs=batch_size,
+                                          lanes=lanes).score(queries, items)
         assert np.max(np.abs(reference - exported_scores)) <= FP32_MAX_ABS_DIFF
+
+
+def test_lanes_share_the_threads_and_each_gets_the_same_mix_of_lengths(exported):
+    _, tokenizer, path = exported
+    assert [r.session.get_session_options().intra_op_num_threads for r in onnx_runners(path, threads=4, lanes=2)] == [2, 2]
+    assert len(onnx_runners(path, threads=1, lanes=2)) == 1  # never more lanes than threads
+    scorer = PairScorer.onnx(path, tokenizer, threads=2, lanes=2, max_batch_pairs=3)
+    documents = ["drill", "cordless drill kit", "a much longer cordless drill kit title with a battery",
+                 "hammer", "claw hammer 16 oz", "paint", "white interior paint 1 gal", "saw", "circular saw blade"]
+    pairs = scorer.tokenize(["drill"] * len(documents), documents)
+    batch = scorer.prepare([pairs])
+    lanes = [np.concatenate([rows for rows, _ in lane]) for lane in batch.lanes]
+    assert sorted(np.concatenate(lanes).tolist()) == list(range(len(documents)))  # every pair once
+    assert [len(rows) for rows in lanes] == [5, 4]
+    assert all(len(rows) <= 3 for lane in batch.lanes for rows, _ in lane)
+    order = np.argsort(pairs.lengths, kind="stable")
+    assert sorted(lanes[0].tolist()) == sorted(order[0::2].tolist())  # every other pair in length order
+    one = scorer.prepare([scorer.tokenize(["drill"], ["drill"])])
+    assert len(one.lanes) == 1 and scorer.run_prepared(one)[0].shape == (1,)
 
 
 def test_extra_padding_changes_no_score(exported):
