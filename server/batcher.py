@@ -3,8 +3,9 @@
 Requests wait in the queue; the worker takes everything queued (up to `max_batch_size` units of
 `size`, e.g. tokens) as one batch, has it assembled on the assembly thread (`prepare`: e.g. cut
 into padded sub-batches) while the model still runs the previous batch, then hands it to the
-inference thread (`run`), which does nothing but run the model. A lone request never waits for
-company.
+inference thread (`run`), which does nothing else while there is a batch to overlap with. When the
+model is idle there is none, so the inference thread assembles the batch itself: one thread hop
+instead of two. A lone request never waits for company.
 
 Admission is by time: a request is refused at once with `Overloaded` when the work already queued
 would keep the model busy for more than `max_wait_s` (measured: model seconds per unit of `size`
@@ -134,12 +135,14 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
                 continue
             jobs = self._take_batch()
             items = [job.item for job in jobs]
+            if running is None:  # the model is idle: nothing to overlap, so assembly and run share one hop
+                running = (jobs, loop.run_in_executor(self._inference, self._assemble_and_run, items))
+                continue
             try:  # assembled while the previous batch is still in the model
                 prepared = await loop.run_in_executor(self._assembly, self._prepare, items)
             except Exception as error:
                 prepared = error
-            if running is not None:
-                await self._finish(*running)
+            await self._finish(*running)
             running = (jobs, loop.run_in_executor(self._inference, self._run_jobs, items, prepared))
 
     async def _finish(self, jobs: list[_Job], model_run: asyncio.Future) -> None:
@@ -152,6 +155,13 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
                 _settle(job.future, outcome)
         finally:
             self._queued -= sum(job.size for job in jobs)
+
+    def _assemble_and_run(self, items: list[Item]) -> list[Result | BaseException]:
+        try:
+            prepared = self._prepare(items)
+        except Exception as error:
+            prepared = error
+        return self._run_jobs(items, prepared)
 
     def _run_jobs(self, items: list[Item], prepared) -> list[Result | BaseException]:
         """On the inference thread: the batch at once, or each item alone if the batch fails."""

@@ -177,3 +177,24 @@ async def test_a_tiny_run_does_not_inflate_the_expected_wait():
     await queue.submit(1)
     assert queue.seconds_per_unit < 1.2 * big_run_rate
     await queue.stop()
+
+
+@pytest.mark.anyio
+async def test_an_idle_model_assembles_its_batch_itself_and_a_busy_one_gets_it_assembled_beside_it():
+    run, assembled_on = Recorder(), []
+
+    def prepare(items):
+        assembled_on.append(threading.current_thread().name.split("_")[0])
+        return list(items)
+
+    queue = MicroBatcher(prepare, run, lambda item: item, 100, 1000)
+    queue.start()
+    assert await queue.submit(1) == 2  # idle: assembly and run in one hop, on the inference thread
+    run.release.clear()
+    # two requests too large to share a batch: the second is assembled while the first is in the model
+    first, second = asyncio.create_task(queue.submit(60)), asyncio.create_task(queue.submit(70))
+    await asyncio.sleep(0.05)
+    run.release.set()
+    assert (await first, await second) == (120, 140)
+    assert assembled_on == ["inference", "inference", "assembly"]
+    await queue.stop()
