@@ -129,9 +129,31 @@ TEACHER_GAINS = ("no judgments: NDCG@10 with the teacher's sigmoid(logit) as gai
                  "ideal, 1.0) and Kendall tau with the teacher's order, on held-out queries")
 
 
+def read_labels(store: LabelStore, split: str, teacher: str | None) -> pd.DataFrame:
+    """One teacher's labels (`id` or `id@version`; None: whatever the store holds), or, for several
+    comma-separated teachers, their ensemble target: the pairs every one of them labelled, each
+    teacher's logits moved onto the first one's scale (the same mean and standard deviation over those
+    pairs) and averaged, under the teacher id `ensemble(a+b)`."""
+    names = [name.strip() for name in teacher.split(",")] if teacher else []
+    if len(names) < 2:
+        return store.read(split=split, teacher_id=teacher)
+    frames = [store.read(split=split, teacher_id=name).set_index(["query", "item_id"]) for name in names]
+    common = frames[0].index
+    for frame in frames[1:]:
+        common = common.intersection(frame.index)
+    scores = [frame.loc[common, "teacher_score"].to_numpy(np.float64) for frame in frames]
+    mean, spread = scores[0].mean(), scores[0].std() or 1.0
+    standardised = [(values - values.mean()) / (values.std() or 1.0) for values in scores]
+    ensemble = frames[0].loc[common].reset_index()
+    ensemble["teacher_score"] = (mean + spread * np.mean(standardised, axis=0)).astype(np.float32)
+    ensemble["teacher_id"] = "ensemble(" + "+".join(names) + ")"
+    ensemble["teacher_version"] = ""
+    return ensemble
+
+
 def heldout(store: LabelStore, split: str, teacher: str | None) -> pd.DataFrame:
     """Held-out pairs to evaluate on: the judged ones, or, where nothing was judged, all of the split's pairs."""
-    frame = store.read(split=split, teacher_id=teacher)
+    frame = read_labels(store, split, teacher)
     judged = frame[frame["source"] == "judged"]
     return judged if len(judged) else frame[frame["source"] != "shadow"]
 
@@ -163,7 +185,8 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
                   freeze_word_embeddings: bool = False, teacher: str | None = None, progress: bool = True,
                   loss: str = "margin-mse", temperature: float = 1.0, extra_labels: list[Path] = (),
                   train_filter=None, aux_head: bool = False, device: str = "auto") -> dict:
-    """`teacher` (`id` or `id@version`) picks one teacher's labels from a shared store.
+    """`teacher` (`id` or `id@version`) picks one teacher's labels from a shared store; several,
+    comma-separated, train on their ensemble (`read_labels`).
 
     `loss`: margin-mse, listwise or ranknet (`temperature` for the last two); `extra_labels`: more
     stores (augmented pairs from `rankstill augment`) whose training pairs join the main store's;
@@ -171,8 +194,8 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     `aux_head`: fit the teacher with an auxiliary head and the served head to human labels;
     `device`: cpu, cuda, or auto (the GPU where there is one)."""
     store = LabelStore(labels_dir)
-    train_labels = store.read(split="train", teacher_id=teacher)
-    extra = [LabelStore(path).read(split="train", teacher_id=teacher) for path in extra_labels]
+    train_labels = read_labels(store, "train", teacher)
+    extra = [read_labels(LabelStore(path), "train", teacher) for path in extra_labels]
     if extra:
         train_labels = pd.concat([train_labels, *extra], ignore_index=True)
     if train_filter is not None:

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from rankstill.distill.student import load_student, score_pairs
+from rankstill.distill.train_student import read_labels
 from rankstill.label_store import LabelStore
 from rankstill.model_repo import TOKENIZER_FILE
 from rankstill.pair_tokenizer import PairTokenizer
@@ -41,7 +42,7 @@ def export_student(student_dir: Path, labels_dir: Path, repo: Path, name: str, v
     max_length = card["shape"]["max_length"]
     tokenizer_file = student_dir / "tokenizer.json"
     tokenizer = PairTokenizer.from_file(tokenizer_file, max_length)
-    pairs = LabelStore(labels_dir).read(split="validation", teacher_id=teacher)
+    pairs = read_labels(LabelStore(labels_dir), "validation", teacher)
     judged = pairs[pairs["source"] == "judged"].rename(columns={"human_label": "gain"})
     if judged.empty:
         judged = pairs[pairs["source"] != "shadow"].assign(gain=lambda f: 1 / (1 + np.exp(-f["teacher_score"].astype(float))))

@@ -183,7 +183,7 @@ def train_command(
     max_items: int = typer.Option(32, help="Items per query in one loss list; a query with more gets a fresh random subset at each visit."),
     lr: float = typer.Option(1e-3), bce_weight: float = typer.Option(0.1, help="Weight of the pointwise soft-BCE term."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
-    teacher: Optional[str] = typer.Option(None, help="Train on this teacher's labels (id or id@version) when the store holds several."),
+    teacher: Optional[str] = typer.Option(None, help="Train on this teacher's labels (id or id@version) when the store holds several; several, comma-separated, train on their ensemble (each teacher's logits standardised, averaged, on the first one's scale)."),
     loss: str = typer.Option("margin-mse", help="Ranking loss: margin-mse (all pairs), listwise (softmax cross-entropy against the teacher) or ranknet (soft pairwise preferences)."),
     temperature: float = typer.Option(1.0, help="Temperature of the listwise and ranknet losses."),
     extra_labels: list[Path] = typer.Option([], help="More label stores (e.g. from `rankstill augment`) whose training pairs join --labels'; repeatable."),
@@ -213,7 +213,7 @@ def export_command(
     int8: bool = typer.Option(True, help="Also write a dynamically quantized int8 variant as NAME-int8."),
     make_default: bool = typer.Option(True, "--default/--no-default", help="Make NAME the repository's default rerank model."),
     device: str = typer.Option("cpu", help="cpu, or gpu: Triton instances on the GPU with ONNX Runtime's TensorRT provider (fp16)."),
-    teacher: Optional[str] = typer.Option(None, help="Check parity on this teacher's validation pairs (id or id@version) when the store holds several."),
+    teacher: Optional[str] = typer.Option(None, help="Check parity on this teacher's validation pairs (id or id@version, or an ensemble as in `rankstill train`) when the store holds several."),
 ) -> None:
     """Export the student to ONNX, check parity with PyTorch (and int8 ranking), write model_repo/NAME."""
     from rankstill.export.export_stage import export_student

@@ -151,3 +151,40 @@ def test_frontier_exports_and_times_a_student_trained_elsewhere_beside_a_new_sha
     assert all(row["latency"]["fp32"]["p50_ms"] > 0 for row in result["rows"])
     assert json.loads((tmp_path / "frontier" / "frontier.json").read_text())["rows"][1]["spec"] == "elsewhere"
     assert (tmp_path / "frontier" / "frontier.png").stat().st_size > 0
+
+
+class AffineTeacher(WordOverlapTeacher):
+    """Another teacher id whose logits are `scale` × the overlap teacher's + `shift`."""
+
+    version = "1"
+
+    def __init__(self, teacher_id: str, scale: float, shift: float):
+        self.teacher_id, self.scale, self.shift = teacher_id, scale, shift
+
+    def score(self, queries, documents, batch_size=64):
+        return self.scale * super().score(queries, documents) + self.shift
+
+
+def test_an_ensemble_target_averages_standardised_teachers_on_the_first_ones_scale(judgments, tmp_path):
+    from rankstill.distill.train_student import heldout, quality_report, read_labels
+
+    dataset = load_dataset(DataConfig(**data_section(write_slice(judgments, tmp_path / "slice", queries_per_split=6))))
+    for teacher in (WordOverlapTeacher(), AffineTeacher("scaled", 3.0, 1.0), AffineTeacher("reversed", -2.0, 0.5)):
+        label(teacher, dataset, tmp_path / "labels", k=4, progress=False)
+    store = LabelStore(tmp_path / "labels")
+    alone = read_labels(store, "train", "overlap").sort_values(["query", "item_id"]).reset_index(drop=True)
+    same = read_labels(store, "train", "overlap,scaled").sort_values(["query", "item_id"]).reset_index(drop=True)
+    assert set(same["teacher_id"]) == {"ensemble(overlap+scaled)"} and len(same) == len(alone)
+    np.testing.assert_allclose(same["teacher_score"], alone["teacher_score"], atol=1e-4)  # an affine copy adds nothing
+    opposite = read_labels(store, "validation", "overlap,reversed")
+    # a teacher and its reverse cancel out: every pair gets the first teacher's mean
+    first_mean = read_labels(store, "validation", "overlap")["teacher_score"].mean()
+    np.testing.assert_allclose(opposite["teacher_score"], first_mean, atol=1e-4)
+    report = train_student(tmp_path / "labels", tmp_path / "student", default_backbone(),
+                           StudentShape(layers=1, hidden=32, heads=2, intermediate=64, max_length=32), epochs=1,
+                           queries_per_step=4, max_items=8, lr=1e-3, bce_weight=0.1, max_steps=2, progress=False,
+                           teacher="overlap,scaled")
+    assert report["teachers"] == ["ensemble(overlap+scaled)@"]
+    single = heldout(store, "validation", "overlap")
+    assert report["validation"]["ndcg@10"]["teacher"] == pytest.approx(  # the same order as the teacher alone
+        quality_report(single, {"student": np.zeros(len(single))})["ndcg@10"]["teacher"])
