@@ -37,7 +37,8 @@ class LocalTeacher:
     def __init__(self, model_dir: Path, threads: int = 1, max_pending: int = 2, chunk_pairs: int = 64):
         entry = read_entry(model_dir)
         self.teacher_id = entry.metadata.get("teacher_id", entry.name)
-        self._scorer = PairScorer.for_entry(entry, threads, chunk_pairs)
+        # one lane: every model run stays on the low-priority worker thread
+        self._scorer = PairScorer.for_entry(entry, threads, chunk_pairs, lanes=1)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-teacher", initializer=_lower_priority)
         self._max_pending = max_pending
         self._pending = 0
