@@ -181,10 +181,10 @@ async def test_a_tiny_run_does_not_inflate_the_expected_wait():
 
 @pytest.mark.anyio
 async def test_an_idle_model_assembles_its_batch_itself_and_a_busy_one_gets_it_assembled_beside_it():
-    run, assembled_on = Recorder(), []
+    run, assembled_on = Recorder(), {}
 
     def prepare(items):
-        assembled_on.append(threading.current_thread().name.split("_")[0])
+        assembled_on.update(dict.fromkeys(items, threading.current_thread().name.split("_")[0]))
         return list(items)
 
     queue = MicroBatcher(prepare, run, lambda item: item, 100, 1000)
@@ -196,5 +196,5 @@ async def test_an_idle_model_assembles_its_batch_itself_and_a_busy_one_gets_it_a
     await asyncio.sleep(0.05)
     run.release.set()
     assert (await first, await second) == (120, 140)
-    assert assembled_on == ["inference", "inference", "assembly"]
+    assert assembled_on == {1: "inference", 60: "inference", 70: "assembly"}
     await queue.stop()
