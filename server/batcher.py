@@ -139,8 +139,8 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
                 running = (jobs, loop.run_in_executor(self._inference, self._assemble_and_run, items))
                 continue
             try:  # assembled while the previous batch is still in the model
-                prepared = await loop.run_in_executor(self._assembly, self._prepare, items)
-            except Exception as error:
+                prepared = await loop.run_in_executor(self._assembly, self._prepare_or_error, items)
+            except Exception as error:  # the executor itself failed
                 prepared = error
             await self._finish(*running)
             running = (jobs, loop.run_in_executor(self._inference, self._run_jobs, items, prepared))
@@ -156,12 +156,15 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
         finally:
             self._queued -= sum(job.size for job in jobs)
 
-    def _assemble_and_run(self, items: list[Item]) -> list[Result | BaseException]:
+    def _prepare_or_error(self, items: list[Item]) -> Prepared | Exception:
+        """The assembled batch, or why it could not be assembled (each request is then retried alone)."""
         try:
-            prepared = self._prepare(items)
+            return self._prepare(items)
         except Exception as error:
-            prepared = error
-        return self._run_jobs(items, prepared)
+            return error
+
+    def _assemble_and_run(self, items: list[Item]) -> list[Result | BaseException]:
+        return self._run_jobs(items, self._prepare_or_error(items))
 
     def _run_jobs(self, items: list[Item], prepared) -> list[Result | BaseException]:
         """On the inference thread: the batch at once, or each item alone if the batch fails."""
