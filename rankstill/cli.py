@@ -191,6 +191,8 @@ def train_command(
     init_layers: str = typer.Option("", help="Start from these layers of --backbone, e.g. 0,2,4 (student width, heads and intermediate size must be the backbone's)."),
     seed: int = typer.Option(0, help="Seeds the initial weights, the query order and the item subsets."),
     device: str = TrainingDeviceOption,
+    select: str = typer.Option("ndcg", help="Keep the epoch with the best validation NDCG@10 against human labels "
+                                            "(ndcg), or the closest to the teacher (teacher: Kendall τ on the same pairs)."),
 ) -> None:
     """Train a small cross-encoder student on teacher labels with all-pairs Margin-MSE (+ soft BCE)."""
     from rankstill.distill.student import StudentShape
@@ -200,7 +202,8 @@ def train_command(
     shape = StudentShape(layers, hidden, heads, intermediate, max_length, dropout, identity_attention, init_layers)
     train_student(labels, out, backbone or default_backbone(), shape, epochs, queries_per_step,
                   max_items, lr, bce_weight, max_steps, seed, freeze_word_embeddings=freeze_word_embeddings, teacher=teacher,
-                  loss=loss, temperature=temperature, extra_labels=extra_labels, aux_head=aux_head, device=device)
+                  loss=loss, temperature=temperature, extra_labels=extra_labels, aux_head=aux_head, device=device,
+                  select=select)
 
 
 @app.command("export")

@@ -95,6 +95,31 @@ def test_training_with_other_losses_extra_stores_and_aux_head(stores, tmp_path, 
     assert (tmp_path / "student" / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("select, key", [("teacher", lambda r: r["agreement"]["kendall_tau"]),
+                                         ("ndcg", lambda r: r["ndcg@10"]["student"])])
+def test_kept_epoch_is_the_best_by_the_chosen_rule_and_every_epoch_is_written(stores, tmp_path, select, key):
+    from rankstill.distill.train_student import heldout, quality_report
+
+    _, root = stores
+    shape = StudentShape(layers=1, hidden=32, heads=2, intermediate=64, max_length=32)
+    report = train_student(root / "labels", tmp_path / "student", default_backbone(), shape, epochs=4,
+                           queries_per_step=2, max_items=8, lr=3e-3, bce_weight=0.1, progress=False, select=select)
+    history = report["history"]
+    assert len(history) == 4 and report["select"] == select
+    assert len({key(epoch) for epoch in history}) > 1  # the epochs differ, so the choice means something
+    assert key(report["validation"]) == max(key(epoch) for epoch in history)
+    scores = pd.read_parquet(tmp_path / "student" / "validation_scores.parquet")
+    assert list(scores.columns[-4:]) == ["epoch_1", "epoch_2", "epoch_3", "epoch_4"]
+    validation = heldout(LabelStore(root / "labels"), "validation", None).reset_index(drop=True)
+    assert scores["item_id"].tolist() == validation["item_id"].tolist()
+    for number, epoch in enumerate(history, 1):  # the file holds the scores each epoch's report was computed from
+        again = quality_report(validation, {"student": scores[f"epoch_{number}"].to_numpy()})
+        assert again["agreement"] == pytest.approx(epoch["agreement"])
+    with pytest.raises(ValueError, match="select must be one of"):
+        train_student(root / "labels", tmp_path / "bad", default_backbone(), shape, epochs=1, queries_per_step=2,
+                      max_items=8, lr=1e-3, bce_weight=0.1, progress=False, select="loss")
+
+
 def test_student_from_backbone_layers_copies_them():
     backbone = default_backbone()
     shape = parse_shape("2x384@0,4")
