@@ -129,12 +129,12 @@ async def time_http(url: str, payloads, concurrency: int, model: str | None, war
 
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=concurrency + 1)) as client:
         (await client.post("/rerank", json={"query": "warm", "documents": ["up"]})).raise_for_status()
-        began = time.perf_counter()
+        began, cpu_began = time.perf_counter(), time.process_time()
         await asyncio.gather(*[user(client) for _ in range(concurrency)])
-        wall = time.perf_counter() - began
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began
     sent = len(payloads) * (warm_passes + 1)
     report = {**percentiles(latencies), "requests_per_s": sent / wall, "warm_passes": warm_passes,
-              "rejected_503": rejected}
+              "rejected_503": rejected, "client_cpu_ms": 1000 * cpu / (sent + rejected)}
     if keep_samples:
         report["samples_ms"] = [round(s * 1000, 3) for s in latencies]
     return report
@@ -146,7 +146,7 @@ def time_paired(url: str, payloads, onnx_path: Path, tokenizer_file: Path, max_l
     then the same payload over HTTP, so drift on a shared machine hits both alike."""
     scorer, batches = floor_batches(onnx_path, tokenizer_file, max_length, payloads)
     bodies = [{"query": q, "documents": docs, "return_documents": False, "model": model} for q, docs in payloads]
-    bare, http = [], []
+    bare, http, client_cpu = [], [], 0.0
     with httpx.Client(base_url=url, timeout=60) as client:
         for body in bodies * warm_passes:
             client.post("/rerank", json=body).raise_for_status()
@@ -154,11 +154,13 @@ def time_paired(url: str, payloads, onnx_path: Path, tokenizer_file: Path, max_l
             began = time.perf_counter()
             scorer.run_prepared(batch)
             bare.append(time.perf_counter() - began)
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), time.process_time()
             client.post("/rerank", json=body).raise_for_status()
             http.append(time.perf_counter() - began)
-    report = {"bare_onnxruntime": percentiles(bare), "http": percentiles(http), "warm_passes": warm_passes,
-              "requests_per_s": len(http) / sum(http)}
+            client_cpu += time.process_time() - cpu_began
+    report = {"bare_onnxruntime": percentiles(bare),
+              "http": {**percentiles(http), "client_cpu_ms": 1000 * client_cpu / len(http)},
+              "warm_passes": warm_passes, "requests_per_s": len(http) / sum(http)}
     if keep_samples:
         report["http"]["samples_ms"] = [round(s * 1000, 3) for s in http]
     report["p50_ratio"] = report["http"]["p50_ms"] / report["bare_onnxruntime"]["p50_ms"]

@@ -12,6 +12,10 @@ ONNX Runtime on the same pre-tokenized batches. Budgets:
     p99_vs_limit         tokens need ÷ the fp32 MatMul rate measured in the same run;
                          see compute_limit.py)
 
+Each `/rerank` result also holds `client_cpu_ms`, the load generator's own CPU per request (httpx,
+JSON): where the client runs on the server's cores, that is CPU the server cannot have, and at
+concurrency 1 it is inside every measured latency.
+
 A scenario with `endpoint: recommend` times `/recommend` on real MovieLens histories (the file's
 `recommend_data` folder) against its own floor (the recommender's ONNX model run directly); the
 floor budgets apply, the compute-limit ones do not.
@@ -202,7 +206,8 @@ def run_scenarios(spec: ScenarioFile, data: Path, model_repo: Path, url: str | N
                 echo(f"{scenario.name}: p50 {result['http']['p50_ms']:.1f} ms, p99 {result['http']['p99_ms']:.1f} ms "
                      f"({result['p99_vs_floor']:.2f} × floor), {result['http']['requests_per_s']:.1f} req/s "
                      f"({result['throughput_vs_floor']:.2f} × floor ceiling); compute limit {result['limit']['mean_ms']:.1f} ms: "
-                     f"p50 {result['p50_vs_limit']:.2f} ×, p99 {result['p99_vs_limit']:.2f} ×, floor p50 {result['floor_p50_vs_limit']:.2f} ×"
+                     f"p50 {result['p50_vs_limit']:.2f} ×, p99 {result['p99_vs_limit']:.2f} ×, floor p50 {result['floor_p50_vs_limit']:.2f} ×; "
+                     f"the load generator's own CPU {result['http']['client_cpu_ms']:.1f} ms/request"
                      + (f", {result['http']['rejected_503']} answered 503" if scenario.overload else "")
                      + (" FAIL" if result["failures"] else ""))
     return {"reference_hardware": spec.reference_hardware, "on_reference_hardware": on_reference_hardware,

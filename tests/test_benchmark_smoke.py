@@ -31,6 +31,7 @@ def test_bench_scenarios_smoke_writes_results_and_plots(tmp_path):
         assert result["floor"]["p99_ms"] > 0 and result["p99_vs_floor"] > 0
         if "recommend" not in name:
             assert result["limit"]["mean_ms"] > 0 and result["limit"]["matmul_gflops"] > 1
+            assert 0 < result["http"]["client_cpu_ms"] < max(result["http"]["samples_ms"]) * 6
     assert results["scenarios"]["smoke-c4-int8"]["scenario"]["model"] == "rerank-student-int8"
     assert results["scenarios"]["smoke-c16-overload"]["http"]["rejected_503"] >= 0
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
