@@ -8,14 +8,13 @@ import asyncio
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 
 from rankstill.model_repo import load_model
 from rankstill.server.recommend import OnnxRecommendRunner, Recommender
 
-from .latency import percentiles
+from .latency import check_status, load_client, percentiles, post
 
 RATINGS_FILE = "MovieLens100k_data.parquet.brotli"
 
@@ -29,18 +28,18 @@ def histories(movielens: Path, window: int, count: int) -> list[list[int]]:
 async def _closed_loop(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], float]:
     queue, latencies = list(bodies), []
 
-    async def user(client: httpx.AsyncClient):
+    async def user(session):
         while queue:
             body = queue.pop()
             began = time.perf_counter()
-            response = await client.post("/recommend", json=body)
+            status, _ = await post(session, "/recommend", body)
             latencies.append(time.perf_counter() - began)
-            response.raise_for_status()
+            check_status(status, "/recommend")
 
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        (await client.post("/recommend", json=bodies[0])).raise_for_status()
+    async with load_client(url, concurrency + 1) as session:
+        check_status((await post(session, "/recommend", bodies[0]))[0], "/recommend")
         began = time.perf_counter()
-        await asyncio.gather(*[user(client) for _ in range(concurrency)])
+        await asyncio.gather(*[user(session) for _ in range(concurrency)])
         return latencies, time.perf_counter() - began
 
 

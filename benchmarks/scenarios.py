@@ -12,7 +12,7 @@ ONNX Runtime on the same pre-tokenized batches. Budgets:
     p99_vs_limit         tokens need ÷ the fp32 MatMul rate measured in the same run;
                          see compute_limit.py)
 
-Each `/rerank` result also holds `client_cpu_ms`, the load generator's own CPU per request (httpx,
+Each `/rerank` result also holds `client_cpu_ms`, the load generator's own CPU per request (aiohttp,
 JSON): where the client runs on the server's cores, that is CPU the server cannot have, and at
 concurrency 1 it is inside every measured latency.
 
