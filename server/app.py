@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
@@ -113,28 +114,28 @@ ShadowHeader = Annotated[str | None, Header(description="1: shadow this request 
                                                         "absent: sample at the configured rate")]
 
 
-@router.post("/rerank", response_model=RerankResponse | list[TeiResult], response_model_exclude_none=True,
+@router.post("/rerank", response_model=RerankResponse | list[TeiResult],
              summary="Rerank documents (Jina / Cohere v1 with `documents`, TEI with `texts`)")
-@router.post("/v1/rerank", response_model=RerankResponse | list[TeiResult], response_model_exclude_none=True,
+@router.post("/v1/rerank", response_model=RerankResponse | list[TeiResult],
              summary="The same as /rerank (the path Cohere v1, Jina- and vLLM-style clients call)")
-async def rerank(body: RerankBody, response: Response, background: BackgroundTasks, runtime: RuntimeDep,
-                 x_shadow: ShadowHeader = None):
-    return await _rerank(body, response, background, runtime, x_shadow)
+async def rerank(body: RerankBody, background: BackgroundTasks, runtime: RuntimeDep, x_shadow: ShadowHeader = None):
+    return await _rerank(body, background, runtime, x_shadow)
 
 
 @router.post("/v2/rerank", response_model=CohereV2Response, summary="Rerank documents (Cohere v2)")
-async def rerank_v2(body: CohereV2Request, response: Response, background: BackgroundTasks, runtime: RuntimeDep,
+async def rerank_v2(body: CohereV2Request, background: BackgroundTasks, runtime: RuntimeDep,
                     x_shadow: ShadowHeader = None):
-    return await _rerank(body, response, background, runtime, x_shadow)
+    return await _rerank(body, background, runtime, x_shadow)
 
 
-async def _rerank(body, response: Response, background: BackgroundTasks, runtime: Runtime, x_shadow: str | None):
+async def _rerank(body, background: BackgroundTasks, runtime: Runtime, x_shadow: str | None) -> Response:
     query = body.to_query()
     ranking = await runtime.service.rank(query)
     if runtime.shadow and runtime.shadow.wants(x_shadow):  # offered after the response is sent; never waits
         background.add_task(runtime.shadow.offer, ranking.model, query.query, query.documents, ranking.logits)
-    response.headers[TRUNCATED_HEADER] = str(ranking.truncated)
-    return body.respond(query, ranking)
+    # The body is serialised here, not by FastAPI: the route's response_model documents it (see dialects.py).
+    return Response(orjson.dumps(body.respond(query, ranking)), media_type="application/json",
+                    headers={TRUNCATED_HEADER: str(ranking.truncated)})
 
 
 @router.post("/recommend", response_model=RecommendResponse, summary="Next items for a user's recent history (sequential recommender)")

@@ -63,6 +63,11 @@ class Ranking:
     def order(self) -> np.ndarray:
         return np.argsort(-self.logits, kind="stable")
 
+    def best(self, top_n: int | None, raw: bool = False) -> tuple[list[int], list[float]]:
+        """Indices of the `top_n` best documents (all: None), best first, and their scores (`raw`: logits)."""
+        order = self.order()[:top_n]
+        return order.tolist(), (self.logits if raw else self.scores)[order].astype(np.float64).tolist()
+
 
 @dataclass
 class LoadedModel:
