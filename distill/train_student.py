@@ -31,6 +31,11 @@ SELECTION = {
 VALIDATION_COLUMNS = ["query", "item_id", "human_label", "teacher_score", "bm25_score"]
 
 
+def _score(report: dict, select: str) -> float:
+    value = SELECTION[select](report)  # None where no query could be scored (a single item each, ties)
+    return -math.inf if value is None else value
+
+
 def query_lists(labels: pd.DataFrame) -> list[tuple[str, list[str], np.ndarray, np.ndarray]]:
     """Group labelled pairs into (query, item texts, teacher logits, human labels or NaN), one per query."""
     lists = []
@@ -277,7 +282,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
         history.append(report)
         tqdm.write(f"epoch {epoch + 1}: validation NDCG@10 {report['ndcg@10']}, "
                    f"agreement {report.get('agreement')}")
-        if best_report is None or report["ndcg@10"] is None or SELECTION[select](report) > SELECTION[select](best_report):
+        if best_report is None or report["ndcg@10"] is None or _score(report, select) > _score(best_report, select):
             best_state, best_report = copy.deepcopy(student.state_dict()), report
     bar.close()
 
