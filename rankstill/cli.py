@@ -24,6 +24,8 @@ app.add_typer(seq_app, name="seq")
 
 DEFAULT_DATA = Path("../shared/data/homedepot/pairs.csv.gz")
 TrainingDeviceOption = typer.Option("auto", help="cpu, cuda, or auto: the GPU where PyTorch sees one, else the CPU.")
+SelectOption = typer.Option("ndcg", help="Keep the epoch with the best validation NDCG@10 against human labels (ndcg), "
+                                         "or the closest to the teacher (teacher: Kendall τ on the same pairs).")
 DataOption = typer.Option(DEFAULT_DATA, "--data", help="Home Depot judgments (query, product_uid, product_title, relevance) as CSV.")
 
 
@@ -191,8 +193,7 @@ def train_command(
     init_layers: str = typer.Option("", help="Start from these layers of --backbone, e.g. 0,2,4 (student width, heads and intermediate size must be the backbone's)."),
     seed: int = typer.Option(0, help="Seeds the initial weights, the query order and the item subsets."),
     device: str = TrainingDeviceOption,
-    select: str = typer.Option("ndcg", help="Keep the epoch with the best validation NDCG@10 against human labels "
-                                            "(ndcg), or the closest to the teacher (teacher: Kendall τ on the same pairs)."),
+    select: str = SelectOption,
 ) -> None:
     """Train a small cross-encoder student on teacher labels with all-pairs Margin-MSE (+ soft BCE)."""
     from rankstill.distill.student import StudentShape
@@ -482,10 +483,11 @@ def augment_command(
     typer.echo(json.dumps(result))
 
 
-def _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device) -> dict:
+def _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device,
+                         select) -> dict:
     return {"epochs": epochs, "queries_per_step": queries_per_step, "max_items": max_items, "lr": lr,
             "bce_weight": bce_weight, "loss": loss, "temperature": temperature, "max_steps": max_steps,
-            "freeze_word_embeddings": True, "device": device}
+            "freeze_word_embeddings": True, "device": device, "select": select}
 
 
 @sweep_app.command("data-size")
@@ -502,6 +504,7 @@ def sweep_data_size(
     max_steps: Optional[int] = typer.Option(None), seed: int = typer.Option(0),
     backbone: Optional[Path] = typer.Option(None, help="Tokenizer and embeddings to start from; default all-MiniLM-L6-v2."),
     device: str = TrainingDeviceOption,
+    select: str = SelectOption,
 ) -> None:
     """Student quality against the number of teacher-labelled augmented pairs (same student; validation only)."""
     from rankstill.distill.sweep import data_size_sweep, parse_shape
@@ -509,7 +512,8 @@ def sweep_data_size(
 
     result = data_size_sweep(labels, extra_labels, out, [int(v) for v in sizes.split(",")], backbone or default_backbone(),
                              parse_shape(f"{layers}x{hidden}"),
-                             _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device),
+                             _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device,
+                                 select),
                              tuple(sources.split(",")), seed)
     for row in result["rows"]:
         typer.echo(f"{row['augmented_pairs']:>8} augmented pairs: student {row['validation_ndcg@10']['student']:.4f}, "
@@ -535,6 +539,7 @@ def sweep_frontier(
     max_steps: Optional[int] = typer.Option(None),
     data: Path = DataOption,
     device: str = TrainingDeviceOption,
+    select: str = SelectOption,
 ) -> None:
     """Capacity against latency: train, export (fp32 + int8) and time several student shapes in one run."""
     from rankstill.benchmarks.latency import build_payloads
@@ -542,7 +547,8 @@ def sweep_frontier(
     from rankstill.distill.teacher import default_backbone
 
     specs = [spec for spec in shapes.split(";")] if ";" in shapes else _split_specs(shapes) if shapes else []
-    options = _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device)
+    options = _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device,
+                                 select)
     options["teacher_init_lr"] = teacher_init_lr
     result = frontier(labels, extra_labels, out, specs, default_backbone(), teacher_backbone, options,
                       build_payloads(data, payload_count, 100), baseline if baseline and baseline.is_dir() else None,
