@@ -512,8 +512,8 @@ def sweep_data_size(
 
     result = data_size_sweep(labels, extra_labels, out, [int(v) for v in sizes.split(",")], backbone or default_backbone(),
                              parse_shape(f"{layers}x{hidden}"),
-                             _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device,
-                                 select),
+                             _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature,
+                                                  max_steps, device, select),
                              tuple(sources.split(",")), seed)
     for row in result["rows"]:
         typer.echo(f"{row['augmented_pairs']:>8} augmented pairs: student {row['validation_ndcg@10']['student']:.4f}, "
@@ -547,8 +547,8 @@ def sweep_frontier(
     from rankstill.distill.teacher import default_backbone
 
     specs = [spec for spec in shapes.split(";")] if ";" in shapes else _split_specs(shapes) if shapes else []
-    options = _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps, device,
-                                 select)
+    options = _sweep_train_options(epochs, queries_per_step, max_items, lr, bce_weight, loss, temperature, max_steps,
+                                   device, select)
     options["teacher_init_lr"] = teacher_init_lr
     result = frontier(labels, extra_labels, out, specs, default_backbone(), teacher_backbone, options,
                       build_payloads(data, payload_count, 100), baseline if baseline and baseline.is_dir() else None,
