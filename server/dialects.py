@@ -223,4 +223,4 @@ class CohereV2Request(_Dialect):
                     if ranking.truncated else [])
         return {"id": str(uuid.uuid4()),
                 "results": [{"index": index, "relevance_score": score} for index, score in zip(order, scores)],
-                "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}, "warnings": warnings}}
+                "meta": CohereV2Meta(warnings=warnings).model_dump()}
