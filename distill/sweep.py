@@ -49,9 +49,18 @@ def _row(report: dict, **extra) -> dict:
 
 def data_size_sweep(labels: Path, extra: list[Path], out: Path, sizes: list[int], backbone: Path, shape: StudentShape,
                     train_options: dict, sources: tuple[str, ...] = SOURCES, seed: int = 0) -> dict:
+    """Rows are written after each point; a re-run with the same settings keeps the points already in
+    `out/data_size.json` (an interrupted sweep goes on where it stopped)."""
+    settings = json.loads(json.dumps({"labels": str(labels), "extra_labels": [str(p) for p in extra], "seed": seed,
+                                      "sources": list(sources), "shape": shape.__dict__, "train": train_options},
+                                     default=str))
+    done = {row["requested_pairs"]: row for row in _earlier_rows(out / "data_size.json", settings)}
     rows = []
     out.mkdir(parents=True, exist_ok=True)
     for size in sizes:
+        if size in done:
+            rows.append(done[size])
+            continue
         began = time.perf_counter()
         report = train_student(labels, out / f"n{size}", backbone, shape, extra_labels=extra, progress=False,
                                train_filter=lambda frame, n=size: augmented_subset(frame, n, seed, sources),
@@ -59,9 +68,18 @@ def data_size_sweep(labels: Path, extra: list[Path], out: Path, sizes: list[int]
         augmented = sum(v for k, v in report["train_sources"].items() if k in SOURCES)
         rows.append(_row(report, requested_pairs=size, augmented_pairs=augmented,
                          seconds=round(time.perf_counter() - began, 1)))
-        _write(out, "data_size", {"sources": list(sources), "shape": shape.__dict__, "train": train_options, "rows": rows})
+        _write(out, "data_size", {**settings, "rows": rows})
     plot_sweep(rows, out / "data_size.png", "augmented_pairs", "teacher-labelled augmented pairs")
     return {"rows": rows, "json": str(out / "data_size.json"), "png": str(out / "data_size.png")}
+
+
+def _earlier_rows(path: Path, settings: dict) -> list[dict]:
+    """The rows of an earlier sweep in `path`, when it ran with exactly these settings."""
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    rows = earlier.pop("rows", [])
+    return rows if earlier == settings else []
 
 
 def _write(out: Path, name: str, report: dict) -> None:

@@ -152,6 +152,23 @@ def test_sweep_data_size_from_the_cli_writes_json_and_png(stores, tmp_path):
     assert [row["augmented_pairs"] for row in rows][0] == 0 and rows[1]["augmented_pairs"] >= 20
     assert (tmp_path / "data_size.png").stat().st_size > 0
 
+    def rerun(*extra):
+        result = CliRunner().invoke(app, ["sweep", "data-size", "--labels", str(root / "labels"), "--extra-labels",
+                                          str(root / "aug"), "--layers", "1", "--hidden", "64", "--epochs", "1",
+                                          "--max-steps", "1", "--out", str(tmp_path), *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / "data_size.json").read_text())["rows"]
+
+    def trained_at(size):
+        return (tmp_path / f"n{size}" / "report.json").stat().st_mtime_ns
+
+    first = {size: trained_at(size) for size in (0, 20)}
+    resumed = rerun("--sizes", "0,20,40")  # same settings: the two points done are kept, one more is trained
+    assert resumed[:2] == rows and resumed[2]["requested_pairs"] == 40
+    assert {size: trained_at(size) for size in (0, 20)} == first
+    rerun("--sizes", "0", "--seed", "1")  # other settings: trained again
+    assert trained_at(0) != first[0]
+
 
 def test_frontier_exports_and_times_a_student_trained_elsewhere_beside_a_new_shape(stores, tmp_path):
     import json
