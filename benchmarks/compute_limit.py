@@ -53,31 +53,41 @@ def useful_flops(pair_lengths: np.ndarray, hidden: int, intermediate: int, layer
     return float(np.sum(lengths * (per_token + (layers - 1) * attention) + per_pair + attention))
 
 
-def matmul_rate(onnx_path: Path, rows: int = 2400, repeats: int = 7) -> float:
-    """FLOP/s of fp32 MatMuls with the model's weight shapes (rows × K @ K × N), median of repeats."""
-    shapes = weight_shapes(onnx_path)
-    inputs, nodes, initializers, outputs, flops = [], [], [], [], 0.0
-    for index, ((k, n), count) in enumerate(shapes.items()):
-        inputs.append(helper.make_tensor_value_info(f"x{index}", TensorProto.FLOAT, [rows, k]))
-        initializers.append(numpy_helper.from_array(np.random.default_rng(index).standard_normal((k, n)).astype(np.float32), f"w{index}"))
-        nodes.append(helper.make_node("MatMul", [f"x{index}", f"w{index}"], [f"y{index}"]))
-        outputs.append(helper.make_tensor_value_info(f"y{index}", TensorProto.FLOAT, [rows, n]))
-        flops += 2.0 * rows * k * n  # one MatMul of each shape per run
-    graph = helper.make_graph(nodes, "matmuls", inputs, outputs, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    feeds = {f"x{i}": np.random.default_rng(i).standard_normal((rows, k)).astype(np.float32)
-             for i, (k, _) in enumerate(shapes)}
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "matmuls.onnx"
-        onnx.save(model, str(path))
-        session = onnx_session(path)
-        session.run(None, feeds)
-        times = []
-        for _ in range(repeats):
-            began = time.perf_counter()
-            session.run(None, feeds)
-            times.append(time.perf_counter() - began)
-    return flops / float(np.median(times))
+class MatmulProbe:
+    """fp32 MatMuls with the model's weight shapes (rows × K @ K × N, one of each per run): the rate
+    ONNX Runtime reaches on this machine now. `rankstill bench` times it in turns with the load it
+    judges, so that a shared machine's slow spells weigh on the limit as on the latencies."""
+
+    def __init__(self, onnx_path: Path, rows: int = 2400):
+        shapes = weight_shapes(onnx_path)
+        inputs, nodes, initializers, outputs, self.flops = [], [], [], [], 0.0
+        for index, ((k, n), count) in enumerate(shapes.items()):
+            inputs.append(helper.make_tensor_value_info(f"x{index}", TensorProto.FLOAT, [rows, k]))
+            initializers.append(numpy_helper.from_array(np.random.default_rng(index).standard_normal((k, n)).astype(np.float32), f"w{index}"))
+            nodes.append(helper.make_node("MatMul", [f"x{index}", f"w{index}"], [f"y{index}"]))
+            outputs.append(helper.make_tensor_value_info(f"y{index}", TensorProto.FLOAT, [rows, n]))
+            self.flops += 2.0 * rows * k * n
+        graph = helper.make_graph(nodes, "matmuls", inputs, outputs, initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        self.feeds = {f"x{i}": np.random.default_rng(i).standard_normal((rows, k)).astype(np.float32)
+                      for i, (k, _) in enumerate(shapes)}
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "matmuls.onnx"
+            onnx.save(model, str(path))
+            self.session = onnx_session(path)
+        self.session.run(None, self.feeds)
+        self.seconds: list[float] = []
+
+    def time(self) -> None:
+        """One run, kept."""
+        began = time.perf_counter()
+        self.session.run(None, self.feeds)
+        self.seconds.append(time.perf_counter() - began)
+
+    @property
+    def rate(self) -> float:
+        """FLOP/s: the median of the runs so far."""
+        return self.flops / float(np.median(self.seconds))
 
 
 def request_limits_ms(entry, pair_lengths: list[np.ndarray], rate: float) -> list[float]:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 import httpx
@@ -117,53 +118,84 @@ def check_status(status: int, path: str) -> None:
 
 
 async def time_http(url: str, payloads, concurrency: int, model: str | None, warm_passes: int,
-                    keep_samples: bool = False, overload: bool = False) -> dict:
-    """Latency of /rerank at `concurrency`, after `warm_passes` unmeasured passes over the payloads
-    (a server in steady state has seen its catalogue's documents: their tokens are cached).
+                    keep_samples: bool = False, overload: bool = False, turns: int = 1,
+                    between_turns: Callable[[list[int]], None] | None = None) -> dict:
+    """Latency and throughput of /rerank at `concurrency`, after `warm_passes` unmeasured passes over
+    the payloads (a server in steady state has seen its catalogue's documents: their tokens are cached).
+
+    Throughput counts steady load only: from a pass's first answer to its last request sent, every
+    user has a request in flight (a pass with fewer requests than users counts whole). `turns`, `between_turns`: the measured pass goes in up to that many
+    parts (each long enough for `concurrency` users to be steady), and `between_turns(payload indices)`
+    runs after each with no request in flight: `rankstill bench` times the floor there, so that a
+    shared machine's slow spells weigh on the server and on its floor alike.
 
     `overload`: the load is meant to exceed what the server admits, so a 503 is an expected answer:
     it is counted, the user waits Retry-After and sends the same payload again; latencies are those
     of accepted requests. Any other error status fails the run."""
     latencies: list[float] = []
-    rejected = 0
-    queue = list(payloads) * (warm_passes + 1)
+    rejected, steady_answers, steady_seconds, cpu = 0, 0, 0.0, 0.0
 
-    async def user(session: aiohttp.ClientSession):
-        nonlocal rejected
-        while queue:
-            measured = len(queue) <= len(payloads)
-            query, docs = queue.pop()
-            body = {"query": query, "documents": docs, "return_documents": False}
-            if model:
-                body["model"] = model
-            while True:
-                began = time.perf_counter()
-                status, headers = await post(session, "/rerank", body)
-                if not (overload and status == 503):
-                    break
-                rejected += 1
-                await asyncio.sleep(float(headers.get("Retry-After", "1")))
-            if measured:
-                latencies.append(time.perf_counter() - began)
-            check_status(status, "/rerank")
+    async def load(session: aiohttp.ClientSession, chosen: list[int], measured: bool) -> None:
+        nonlocal rejected, steady_answers, steady_seconds
+        queue = list(reversed(chosen))
+        answered, began_pass, last_sent = [], time.perf_counter(), 0.0
 
+        async def user():
+            nonlocal rejected, last_sent
+            while queue:
+                query, docs = payloads[queue.pop()]
+                last_sent = time.perf_counter()
+                body = {"query": query, "documents": docs, "return_documents": False}
+                if model:
+                    body["model"] = model
+                while True:
+                    began = time.perf_counter()
+                    status, headers = await post(session, "/rerank", body)
+                    if not (overload and status == 503):
+                        break
+                    rejected += measured
+                    await asyncio.sleep(float(headers.get("Retry-After", "1")))
+                answered.append(time.perf_counter())
+                if measured:
+                    latencies.append(answered[-1] - began)
+                check_status(status, "/rerank")
+
+        await asyncio.gather(*[user() for _ in range(concurrency)])
+        if not measured:
+            return
+        first = min(answered)
+        if last_sent > first:
+            steady_answers += sum(first < at <= last_sent for at in answered)
+            steady_seconds += last_sent - first
+        else:  # fewer requests than users: never steady, the whole pass counts
+            steady_answers += len(answered)
+            steady_seconds += max(answered) - began_pass
+
+    indices = list(range(len(payloads)))
+    parts = [part.tolist() for part in np.array_split(indices, max(1, min(turns, len(payloads) // (2 * concurrency))))]
     async with load_client(url, concurrency + 1) as session:
         check_status((await post(session, "/rerank", {"query": "warm", "documents": ["up"]}))[0], "/rerank")
-        began, cpu_began = time.perf_counter(), time.process_time()
-        await asyncio.gather(*[user(session) for _ in range(concurrency)])
-        wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began
-    sent = len(payloads) * (warm_passes + 1)
-    report = {**percentiles(latencies), "requests_per_s": sent / wall, "warm_passes": warm_passes,
-              "rejected_503": rejected, "client_cpu_ms": 1000 * cpu / (sent + rejected)}
+        await load(session, indices * warm_passes, measured=False)
+        for part in parts:
+            cpu_began = time.process_time()
+            await load(session, part, measured=True)
+            cpu += time.process_time() - cpu_began
+            if between_turns is not None:
+                between_turns(part)
+    report = {**percentiles(latencies), "requests_per_s": steady_answers / steady_seconds,
+              "turns": len(parts), "warm_passes": warm_passes, "rejected_503": rejected,
+              "client_cpu_ms": 1000 * cpu / (len(payloads) + rejected)}
     if keep_samples:
         report["samples_ms"] = [round(s * 1000, 3) for s in latencies]
     return report
 
 
 def time_paired(url: str, payloads, onnx_path: Path, tokenizer_file: Path, max_length: int,
-                model: str, warm_passes: int, keep_samples: bool = False) -> dict:
+                model: str, warm_passes: int, keep_samples: bool = False,
+                after_each: Callable[[], None] | None = None) -> dict:
     """Concurrency 1, paired: for each payload, bare ONNX Runtime on its pre-assembled batch and
-    then the same payload over HTTP, so drift on a shared machine hits both alike."""
+    then the same payload over HTTP, so drift on a shared machine hits both alike; then
+    `after_each()` (`rankstill bench` times its MatMul probe there)."""
     scorer, batches = floor_batches(onnx_path, tokenizer_file, max_length, payloads)
     bodies = [{"query": q, "documents": docs, "return_documents": False, "model": model} for q, docs in payloads]
     bare, http, client_cpu = [], [], 0.0
@@ -182,6 +214,8 @@ def time_paired(url: str, payloads, onnx_path: Path, tokenizer_file: Path, max_l
                 http.append(time.perf_counter() - began)
                 client_cpu += time.process_time() - cpu_began
                 check_status(status, "/rerank")
+                if after_each is not None:
+                    after_each()
 
     asyncio.run(run())
     report = {"bare_onnxruntime": percentiles(bare),

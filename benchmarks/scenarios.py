@@ -2,14 +2,17 @@
 
 A scenario names candidates per request, concurrency, backend (embedded | triton) and model.
 For each, in the same run: `/rerank` latency percentiles and throughput, and the floor — bare
-ONNX Runtime on the same pre-tokenized batches. Budgets:
+ONNX Runtime on the same pre-tokenized batches —, the two timed in turns (per request at
+concurrency 1, in `FLOOR_TURNS` parts above), as is the MatMul probe of the compute limit: on a
+shared machine whose speed changes for tens of seconds at a time, a ratio of two measurements
+taken a minute apart measures the machine. Budgets:
 
     p99_vs_floor         /rerank p99 ≤ this × floor p99 (concurrency 1: paired samples)
     throughput_vs_floor  requests/s ≥ this × the floor's ceiling (1 / mean bare run time)
     p99_ms               absolute p99 in ms; only judged on the file's `reference_hardware`
                          when `--reference-hardware` says this machine is it
     p50_vs_limit         /rerank p50 ≤ this × the compute limit (the FLOPs the payloads' real
-    p99_vs_limit         tokens need ÷ the fp32 MatMul rate measured in the same run;
+    p99_vs_limit         tokens need ÷ the fp32 MatMul rate measured in turns with the load;
                          see compute_limit.py)
 
 Each `/rerank` result also holds `client_cpu_ms`, the load generator's own CPU per request (aiohttp,
@@ -41,11 +44,12 @@ from rankstill.local_server import running_server
 from rankstill.model_repo import load_model
 from rankstill.pair_tokenizer import PairTokenizer
 
-from .compute_limit import matmul_rate, request_limits_ms
+from .compute_limit import MatmulProbe, request_limits_ms
 from .latency import build_payloads, floor_batches, percentiles, time_http, time_paired
 from .recommend_bench import measure_recommend
 
 BUDGET_KEYS = {"p99_vs_floor", "throughput_vs_floor", "p99_ms", "p50_vs_limit", "p99_vs_limit"}
+FLOOR_TURNS = 4  # above concurrency 1, the HTTP load and the floor take turns this many times per scenario
 SCENARIO_KEYS = {"name", "candidates", "concurrency", "backend", "model", "requests", "warm_passes", "budgets", "overload",
                  "endpoint"}
 
@@ -95,17 +99,6 @@ def load_scenarios(path: Path) -> ScenarioFile:
     return ScenarioFile(scenarios, raw.get("reference_hardware"), Path(recommend_data) if recommend_data else None)
 
 
-def floor_times(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads) -> list[float]:
-    """Seconds of bare ONNX Runtime per payload on pre-assembled batches (the server's padding policy)."""
-    scorer, batches = floor_batches(onnx_path, tokenizer_file, max_length, payloads)
-    seconds = []
-    for batch in batches:
-        began = time.perf_counter()
-        scorer.run_prepared(batch)
-        seconds.append(time.perf_counter() - began)
-    return seconds
-
-
 def compute_limit(entry, payloads, rate: float) -> dict:
     tokenizer = PairTokenizer.from_file(entry.tokenizer_path, entry.max_length)
     lengths = [tokenizer.tokenize([q] * len(docs), docs).lengths for q, docs in payloads]
@@ -114,21 +107,33 @@ def compute_limit(entry, payloads, rate: float) -> dict:
             "mean_real_tokens": float(np.mean([pair.sum() for pair in lengths]))}
 
 
-def measure(scenario: Scenario, url: str, payloads, entry, rate: float) -> dict:
-    """Latencies over HTTP plus the floor on the same batches and the compute limit; raw latencies
-    kept for the CDF plot."""
+def measure(scenario: Scenario, url: str, payloads, entry) -> dict:
+    """Latencies over HTTP, the floor on the same batches and the MatMul probe of the compute limit,
+    timed in turns with the HTTP load (each payload at concurrency 1, `FLOOR_TURNS` parts above);
+    raw latencies kept for the CDF plot."""
+    probe = MatmulProbe(entry.onnx_path)
     if scenario.concurrency == 1:
         paired = time_paired(url, payloads, entry.onnx_path, entry.tokenizer_path, entry.max_length,
-                             entry.name, scenario.warm_passes, keep_samples=True)
+                             entry.name, scenario.warm_passes, keep_samples=True, after_each=probe.time)
         http, floor = paired["http"], paired["bare_onnxruntime"]
         floor["ceiling_requests_per_s"] = 1000.0 / floor["mean_ms"]
         http["requests_per_s"] = paired["requests_per_s"]
     else:
+        scorer, batches = floor_batches(entry.onnx_path, entry.tokenizer_path, entry.max_length, payloads)
+        floor_s = []
+
+        def floor_turn(indices: list[int]) -> None:
+            for index in indices:
+                began = time.perf_counter()
+                scorer.run_prepared(batches[index])
+                floor_s.append(time.perf_counter() - began)
+                probe.time()
+
         http = asyncio.run(time_http(url, payloads, scenario.concurrency, entry.name, scenario.warm_passes,
-                                     keep_samples=True, overload=scenario.overload))
-        floor_s = floor_times(entry.onnx_path, entry.tokenizer_path, entry.max_length, payloads)
+                                     keep_samples=True, overload=scenario.overload, turns=FLOOR_TURNS,
+                                     between_turns=floor_turn))
         floor = {**percentiles(floor_s), "ceiling_requests_per_s": 1.0 / float(np.mean(floor_s))}
-    limit = compute_limit(entry, payloads, rate)
+    limit = compute_limit(entry, payloads, probe.rate)
     return {"http": http, "floor": floor, "limit": limit,
             "p99_vs_floor": http["p99_ms"] / floor["p99_ms"],
             "throughput_vs_floor": http["requests_per_s"] / floor["ceiling_requests_per_s"],
@@ -176,7 +181,6 @@ def run_scenarios(spec: ScenarioFile, data: Path, model_repo: Path, url: str | N
     """Run every scenario (one server per backend, reused across its scenarios); results and failures."""
     chosen = [s for s in spec.scenarios if not only or s.name in only]
     payload_cache: dict[tuple[int, int], list] = {}
-    rates: dict[Path, float] = {}  # fp32 MatMul rate on each model's weight shapes, measured once per run
     results, failures = {}, []
     for backend in dict.fromkeys(s.backend for s in chosen):
         with server_for(backend, model_repo, triton_python, url) as server_url:
@@ -196,9 +200,7 @@ def run_scenarios(spec: ScenarioFile, data: Path, model_repo: Path, url: str | N
                 if key not in payload_cache:
                     payload_cache[key] = build_payloads(data, *key)
                 entry = load_model(model_repo, scenario.model)
-                if entry.onnx_path not in rates:
-                    rates[entry.onnx_path] = matmul_rate(entry.onnx_path)
-                result = measure(scenario, server_url, payload_cache[key], entry, rates[entry.onnx_path])
+                result = measure(scenario, server_url, payload_cache[key], entry)
                 result["scenario"] = {**scenario.__dict__, "model": entry.name}
                 result["failures"] = judge(scenario, result, on_reference_hardware)
                 results[scenario.name] = result

@@ -86,3 +86,21 @@ def test_model_profile_charges_the_run_to_operator_types():
     assert abs(sum(row["share"] for row in report["operators"]) - 1) < 0.01
     assert report["model_runs_per_request"] >= 1 and 0 <= report["between_kernels_share"] < 1
     assert report["model_run_ms_per_request"] >= sum(row["ms_per_request"] for row in report["operators"])
+
+
+def test_http_load_takes_turns_with_the_floor_and_counts_steady_throughput():
+    import asyncio
+
+    from conftest import running_server
+
+    from rankstill.benchmarks.latency import build_payloads, time_http
+
+    payloads = build_payloads(DATA, 12, 10)
+    turns = []
+    with running_server("--model-repo", str(MODEL_REPO)) as url:
+        report = asyncio.run(time_http(url, payloads, 2, None, 0, keep_samples=True, turns=5,
+                                       between_turns=lambda part: turns.append(list(part))))
+    assert turns == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]  # 5 asked; parts of 2 × 2 requests at least
+    assert report["turns"] == 3 and report["n"] == 12 and len(report["samples_ms"]) == 12
+    # two users, each waiting for its answer: at most 2 answers per fastest latency
+    assert 0 < report["requests_per_s"] <= 2 / (min(report["samples_ms"]) / 1000)
