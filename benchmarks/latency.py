@@ -176,12 +176,13 @@ async def time_http(url: str, payloads, concurrency: int, model: str | None, war
     async with load_client(url, concurrency + 1) as session:
         check_status((await post(session, "/rerank", {"query": "warm", "documents": ["up"]}))[0], "/rerank")
         await load(session, indices * warm_passes, measured=False)
-        for part in parts:
+    for part in parts:  # connections of their own: the server drops idle ones while the floor runs
+        async with load_client(url, concurrency + 1) as session:
             cpu_began = time.process_time()
             await load(session, part, measured=True)
             cpu += time.process_time() - cpu_began
-            if between_turns is not None:
-                between_turns(part)
+        if between_turns is not None:
+            between_turns(part)
     report = {**percentiles(latencies), "requests_per_s": steady_answers / steady_seconds,
               "turns": len(parts), "warm_passes": warm_passes, "rejected_503": rejected,
               "client_cpu_ms": 1000 * cpu / (len(payloads) + rejected)}
