@@ -1,7 +1,7 @@
-"""Where a `/rerank` request's time goes: py-spy samples a real server under load at concurrency 1,
-and each sample is charged to the first category found on its stack (innermost frame first).
+"""Where a `/rerank` request's time goes: py-spy samples a real server under load (concurrency 1 by
+default), and each sample is charged to the first category found on its stack (innermost frame first).
 
-    python -m rankstill.benchmarks.profile_server --seconds 30     # needs `pip install py-spy`
+    python -m rankstill.benchmarks.profile_server --seconds 30 --concurrency 8   # needs `pip install py-spy`
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def categorize(stack: str) -> str:
     return "other"
 
 
-def profile(model_repo: Path, data: Path, seconds: int, candidates: int) -> dict:
+def profile(model_repo: Path, data: Path, seconds: int, candidates: int, concurrency: int = 1) -> dict:
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         raise SystemExit("py-spy is not installed: pip install py-spy")
@@ -49,28 +49,30 @@ def profile(model_repo: Path, data: Path, seconds: int, candidates: int) -> dict
         pid = _server_pid(url)
         stop = threading.Event()
 
-        def load():
+        def load(first: int):
             with httpx.Client(base_url=url, timeout=60) as client:
-                i = 0
+                i = first
                 while not stop.is_set():
                     query, documents = payloads[i % len(payloads)]
                     client.post("/rerank", json={"query": query, "documents": documents, "return_documents": False})
                     i += 1
 
-        worker = threading.Thread(target=load)
-        worker.start()
+        users = [threading.Thread(target=load, args=(user * 7,)) for user in range(concurrency)]
+        for user in users:
+            user.start()
         time.sleep(2)  # warm: the documents' tokens are cached as in steady state
         raw = Path(scratch) / "profile.txt"
         subprocess.run([py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--format", "raw",
                         "--output", str(raw), "--threads", "--nonblocking"], check=True, capture_output=True)
         stop.set()
-        worker.join()
+        for user in users:
+            user.join()
         counts = collections.Counter()
         for line in raw.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
             counts[categorize(stack)] += int(count)
     total = sum(counts.values())
-    return {"samples": total, "seconds": seconds, "candidates": candidates,
+    return {"samples": total, "seconds": seconds, "candidates": candidates, "concurrency": concurrency,
             "share": {name: round(count / total, 3) for name, count in counts.most_common()}}
 
 
@@ -86,8 +88,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/homedepot/pairs.csv.gz"))
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=1, help="Users sending requests back to back.")
     args = parser.parse_args()
-    print(json.dumps(profile(args.model_repo, args.data, args.seconds, args.candidates), indent=2))
+    print(json.dumps(profile(args.model_repo, args.data, args.seconds, args.candidates, args.concurrency), indent=2))
 
 
 if __name__ == "__main__":
