@@ -199,7 +199,8 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
                   bce_weight: float, max_steps: int | None = None, seed: int = 0,
                   freeze_word_embeddings: bool = False, teacher: str | None = None, progress: bool = True,
                   loss: str = "margin-mse", temperature: float = 1.0, extra_labels: list[Path] = (),
-                  train_filter=None, aux_head: bool = False, device: str = "auto", select: str = "ndcg") -> dict:
+                  train_filter=None, aux_head: bool = False, device: str = "auto", select: str = "ndcg",
+                  ema_decay: float | None = None) -> dict:
     """`teacher` (`id` or `id@version`) picks one teacher's labels from a shared store; several,
     comma-separated, train on their ensemble (`read_labels`).
 
@@ -208,7 +209,9 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     `train_filter`: a function of the training frame that returns the rows to train on (sweeps);
     `aux_head`: fit the teacher with an auxiliary head and the served head to human labels;
     `device`: cpu, cuda, or auto (the GPU where there is one); `select`: the epoch kept, by validation
-    NDCG@10 against human labels (`ndcg`) or by Kendall τ with the teacher on the same pairs (`teacher`).
+    NDCG@10 against human labels (`ndcg`) or by Kendall τ with the teacher on the same pairs (`teacher`);
+    `ema_decay`: validate, keep and save the exponential moving average of the weights over the
+    optimizer steps (this decay per step) instead of the last step's weights.
     Each epoch's validation scores are written to `out/validation_scores.parquet`."""
     if select not in SELECTION:
         raise ValueError(f"select must be one of {sorted(SELECTION)}, not {select!r}")
@@ -241,6 +244,9 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
     trainable = [p for p in student.parameters() if p.requires_grad] + (list(aux.parameters()) if aux else [])
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=0.01)
     schedule = warmup_linear_decay(optimizer, total)
+    averaged = (torch.optim.swa_utils.AveragedModel(student, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay),
+                                                    use_buffers=True) if ema_decay else None)
+    validated = averaged.module if averaged is not None else student
 
     best_state, best_report, history = None, None, []
     validation_scores = validation[VALIDATION_COLUMNS].reset_index(drop=True)
@@ -268,6 +274,8 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
+            if averaged is not None:
+                averaged.update_parameters(student)
             losses.append(value.item())
             step += 1
             bar.update()
@@ -275,7 +283,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
         # Harvested shadow labels have no judged validation pairs: then the last epoch is kept.
         report = {"ndcg@10": None}
         if len(validation):
-            scores = score_pairs(student, tokenizer, list(validation["query"]), list(validation["item_text"]))
+            scores = score_pairs(validated, tokenizer, list(validation["query"]), list(validation["item_text"]))
             validation_scores[f"epoch_{epoch + 1}"] = scores
             report = quality_report(validation, {"student": scores})
         report.update(epoch=epoch + 1, steps=step, train_loss=float(np.mean(losses)) if losses else None)
@@ -283,7 +291,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
         tqdm.write(f"epoch {epoch + 1}: validation NDCG@10 {report['ndcg@10']}, "
                    f"agreement {report.get('agreement')}")
         if best_report is None or report["ndcg@10"] is None or _score(report, select) > _score(best_report, select):
-            best_state, best_report = copy.deepcopy(student.state_dict()), report
+            best_state, best_report = copy.deepcopy(validated.state_dict()), report
     bar.close()
 
     student.load_state_dict(best_state)
@@ -295,7 +303,7 @@ def train_student(labels_dir: Path, out: Path, backbone_dir: Path, shape: Studen
         "test": evaluate_student(student, tokenizer, test) if len(test) else None,
         "labels": str(labels_dir), "freeze_word_embeddings": freeze_word_embeddings,
         "loss": loss, "temperature": temperature, "bce_weight": bce_weight, "aux_head": aux_head, "device": device,
-        "extra_labels": [str(path) for path in extra_labels], "select": select,
+        "extra_labels": [str(path) for path in extra_labels], "select": select, "ema_decay": ema_decay,
         "train_sources": {str(k): int(v) for k, v in train_labels["source"].value_counts().items()},
     }
     save_student(student, out, backbone_dir / "tokenizer.json", shape,

@@ -194,6 +194,7 @@ def train_command(
     seed: int = typer.Option(0, help="Seeds the initial weights, the query order and the item subsets."),
     device: str = TrainingDeviceOption,
     select: str = SelectOption,
+    ema_decay: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Validate, keep and save the exponential moving average of the weights over the optimizer steps (e.g. 0.998 per step) instead of the last step's weights."),
 ) -> None:
     """Train a small cross-encoder student on teacher labels with all-pairs Margin-MSE (+ soft BCE)."""
     from rankstill.distill.student import StudentShape
@@ -204,7 +205,7 @@ def train_command(
     train_student(labels, out, backbone or default_backbone(), shape, epochs, queries_per_step,
                   max_items, lr, bce_weight, max_steps, seed, freeze_word_embeddings=freeze_word_embeddings, teacher=teacher,
                   loss=loss, temperature=temperature, extra_labels=extra_labels, aux_head=aux_head, device=device,
-                  select=select)
+                  select=select, ema_decay=ema_decay)
 
 
 @app.command("export")

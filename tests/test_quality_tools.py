@@ -120,6 +120,23 @@ def test_kept_epoch_is_the_best_by_the_chosen_rule_and_every_epoch_is_written(st
                       max_items=8, lr=1e-3, bce_weight=0.1, progress=False, select="loss")
 
 
+def test_weight_average_is_what_is_kept_and_leaves_training_unchanged(stores, tmp_path):
+    _, root = stores
+    shape = StudentShape(layers=1, hidden=32, heads=2, intermediate=64, max_length=32)
+
+    def trained(name, ema_decay):
+        train_student(root / "labels", tmp_path / name, default_backbone(), shape, epochs=1, queries_per_step=2,
+                      max_items=8, lr=3e-3, bce_weight=0.1, max_steps=4, progress=False, ema_decay=ema_decay)
+        return load_file(tmp_path / name / "model.safetensors")
+
+    last, no_memory, long_memory = trained("last", None), trained("ema-0", 1e-12), trained("ema-1", 1 - 1e-9)
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    # an average that forgets at once is the last step's weights: the steps themselves were the same
+    assert torch.allclose(no_memory[key], last[key], atol=1e-6)
+    # one that never forgets stays at the first step's weights, away from the last step's
+    assert not torch.allclose(long_memory[key], last[key], atol=1e-4)
+
+
 def test_student_from_backbone_layers_copies_them():
     backbone = default_backbone()
     shape = parse_shape("2x384@0,4")
