@@ -78,7 +78,7 @@ class MatmulProbe:
         self.session.run(None, self.feeds)
         self.seconds: list[float] = []
 
-    def time(self) -> None:
+    def run(self) -> None:
         """One run, kept."""
         began = time.perf_counter()
         self.session.run(None, self.feeds)

@@ -124,10 +124,12 @@ async def time_http(url: str, payloads, concurrency: int, model: str | None, war
     the payloads (a server in steady state has seen its catalogue's documents: their tokens are cached).
 
     Throughput counts steady load only: from a pass's first answer to its last request sent, every
-    user has a request in flight (a pass with fewer requests than users counts whole). `turns`, `between_turns`: the measured pass goes in up to that many
-    parts (each long enough for `concurrency` users to be steady), and `between_turns(payload indices)`
-    runs after each with no request in flight: `rankstill bench` times the floor there, so that a
-    shared machine's slow spells weigh on the server and on its floor alike.
+    user has a request in flight (a pass with fewer requests than users counts whole).
+
+    `turns`, `between_turns`: the measured pass goes in up to that many parts (each long enough for
+    `concurrency` users to be steady), and `between_turns(payload indices)` runs after each with no
+    request in flight: `rankstill bench` times the floor there, so that a shared machine's slow
+    spells weigh on the server and on its floor alike.
 
     `overload`: the load is meant to exceed what the server admits, so a 503 is an expected answer:
     it is counted, the user waits Retry-After and sends the same payload again; latencies are those

@@ -114,7 +114,7 @@ def measure(scenario: Scenario, url: str, payloads, entry) -> dict:
     probe = MatmulProbe(entry.onnx_path)
     if scenario.concurrency == 1:
         paired = time_paired(url, payloads, entry.onnx_path, entry.tokenizer_path, entry.max_length,
-                             entry.name, scenario.warm_passes, keep_samples=True, after_each=probe.time)
+                             entry.name, scenario.warm_passes, keep_samples=True, after_each=probe.run)
         http, floor = paired["http"], paired["bare_onnxruntime"]
         floor["ceiling_requests_per_s"] = 1000.0 / floor["mean_ms"]
         http["requests_per_s"] = paired["requests_per_s"]
@@ -127,7 +127,7 @@ def measure(scenario: Scenario, url: str, payloads, entry) -> dict:
                 began = time.perf_counter()
                 scorer.run_prepared(batches[index])
                 floor_s.append(time.perf_counter() - began)
-                probe.time()
+                probe.run()
 
         http = asyncio.run(time_http(url, payloads, scenario.concurrency, entry.name, scenario.warm_passes,
                                      keep_samples=True, overload=scenario.overload, turns=FLOOR_TURNS,
