@@ -32,6 +32,8 @@ from rankstill.model_repo import load_model
 from rankstill.pair_tokenizer import PairTokenizer
 from rankstill.scoring import PairScorer, onnx_session
 
+FLOOR_TURNS = 4  # above concurrency 1, `rankstill bench` times the load and the floor in turns this many times
+
 
 @contextlib.contextmanager
 def slow_teacher(delay: float, fail: bool = False):
@@ -101,8 +103,10 @@ def time_floor(onnx_path: Path, tokenizer_file: Path, max_length: int, payloads)
 def load_client(url: str, connections: int) -> aiohttp.ClientSession:
     """The load generator's HTTP client. aiohttp rather than httpx: on a small machine the client shares
     the server's cores, and per 100-document request aiohttp spends 0.6 ms of CPU where httpx spends 1.8."""
+    # Idle connections are closed after 2 s, before uvicorn's 5 s: a connection the server is closing
+    # is never reused (the bench leaves them idle while it times the floor).
     return aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=60),
-                                 connector=aiohttp.TCPConnector(limit=connections))
+                                 connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=2.0))
 
 
 async def post(session: aiohttp.ClientSession, path: str, body: dict) -> tuple[int, dict]:
@@ -117,22 +121,30 @@ def check_status(status: int, path: str) -> None:
         raise RuntimeError(f"{path} answered HTTP {status}")
 
 
-async def time_http(url: str, payloads, concurrency: int, model: str | None, warm_passes: int,
+async def time_http(url: str, payloads, concurrency: int, model: str | None, warm_passes: int, **options) -> dict:
+    """`time_load` of /rerank on (query, documents) payloads; `model`: the model to name in each body."""
+    bodies = [{"query": query, "documents": docs, "return_documents": False} | ({"model": model} if model else {})
+              for query, docs in payloads]
+    return await time_load(url, "/rerank", bodies, concurrency, warm_passes, **options)
+
+
+async def time_load(url: str, path: str, bodies: list[dict], concurrency: int, warm_passes: int,
                     keep_samples: bool = False, overload: bool = False, turns: int = 1,
                     between_turns: Callable[[list[int]], None] | None = None) -> dict:
-    """Latency and throughput of /rerank at `concurrency`, after `warm_passes` unmeasured passes over
-    the payloads (a server in steady state has seen its catalogue's documents: their tokens are cached).
+    """Latency and throughput of POST `path` with `concurrency` users sending `bodies` back to back,
+    after `warm_passes` unmeasured passes over them (a /rerank server in steady state has seen its
+    catalogue's documents: their tokens are cached).
 
     Throughput counts steady load only: from a pass's first answer to its last request sent, every
     user has a request in flight (a pass with fewer requests than users counts whole).
 
     `turns`, `between_turns`: the measured pass goes in up to that many parts (each long enough for
-    `concurrency` users to be steady), and `between_turns(payload indices)` runs after each with no
+    `concurrency` users to be steady), and `between_turns(body indices)` runs after each with no
     request in flight: `rankstill bench` times the floor there, so that a shared machine's slow
     spells weigh on the server and on its floor alike.
 
     `overload`: the load is meant to exceed what the server admits, so a 503 is an expected answer:
-    it is counted, the user waits Retry-After and sends the same payload again; latencies are those
+    it is counted, the user waits Retry-After and sends the same body again; latencies are those
     of accepted requests. Any other error status fails the run."""
     latencies: list[float] = []
     rejected, steady_answers, steady_seconds, cpu = 0, 0, 0.0, 0.0
@@ -145,14 +157,11 @@ async def time_http(url: str, payloads, concurrency: int, model: str | None, war
         async def user():
             nonlocal rejected, last_sent
             while queue:
-                query, docs = payloads[queue.pop()]
+                body = bodies[queue.pop()]
                 last_sent = time.perf_counter()
-                body = {"query": query, "documents": docs, "return_documents": False}
-                if model:
-                    body["model"] = model
                 while True:
                     began = time.perf_counter()
-                    status, headers = await post(session, "/rerank", body)
+                    status, headers = await post(session, path, body)
                     if not (overload and status == 503):
                         break
                     rejected += measured
@@ -160,7 +169,7 @@ async def time_http(url: str, payloads, concurrency: int, model: str | None, war
                 answered.append(time.perf_counter())
                 if measured:
                     latencies.append(answered[-1] - began)
-                check_status(status, "/rerank")
+                check_status(status, path)
 
         await asyncio.gather(*[user() for _ in range(concurrency)])
         if not measured:
@@ -173,21 +182,20 @@ async def time_http(url: str, payloads, concurrency: int, model: str | None, war
             steady_answers += len(answered)
             steady_seconds += max(answered) - began_pass
 
-    indices = list(range(len(payloads)))
-    parts = [part.tolist() for part in np.array_split(indices, max(1, min(turns, len(payloads) // (2 * concurrency))))]
+    indices = list(range(len(bodies)))
+    parts = [part.tolist() for part in np.array_split(indices, max(1, min(turns, len(bodies) // (2 * concurrency))))]
     async with load_client(url, concurrency + 1) as session:
-        check_status((await post(session, "/rerank", {"query": "warm", "documents": ["up"]}))[0], "/rerank")
+        check_status((await post(session, path, bodies[0]))[0], path)
         await load(session, indices * warm_passes, measured=False)
-    for part in parts:  # connections of their own: the server drops idle ones while the floor runs
-        async with load_client(url, concurrency + 1) as session:
+        for part in parts:
             cpu_began = time.process_time()
             await load(session, part, measured=True)
             cpu += time.process_time() - cpu_began
-        if between_turns is not None:
-            between_turns(part)
+            if between_turns is not None:
+                between_turns(part)
     report = {**percentiles(latencies), "requests_per_s": steady_answers / steady_seconds,
               "turns": len(parts), "warm_passes": warm_passes, "rejected_503": rejected,
-              "client_cpu_ms": 1000 * cpu / (len(payloads) + rejected)}
+              "client_cpu_ms": 1000 * cpu / (len(bodies) + rejected)}
     if keep_samples:
         report["samples_ms"] = [round(s * 1000, 3) for s in latencies]
     return report

@@ -1,6 +1,6 @@
 """`/recommend` latency in `rankstill bench`: real MovieLens histories (each user's most recent items,
 oldest first, cut to the model's window), over HTTP at a given concurrency, beside the floor (the
-recommender's ONNX model run directly on the same histories)."""
+recommender's ONNX model run directly on the same histories), the two timed in turns."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 from rankstill.model_repo import load_model
 from rankstill.server.recommend import OnnxRecommendRunner, Recommender
 
-from .latency import check_status, load_client, percentiles, post
+from .latency import FLOOR_TURNS, percentiles, time_load
 
 RATINGS_FILE = "MovieLens100k_data.parquet.brotli"
 
@@ -25,39 +25,25 @@ def histories(movielens: Path, window: int, count: int) -> list[list[int]]:
     return [history for history in recent if len(history) == window][:count]
 
 
-async def _closed_loop(url: str, bodies: list[dict], concurrency: int) -> tuple[list[float], float]:
-    queue, latencies = list(bodies), []
-
-    async def user(session):
-        while queue:
-            body = queue.pop()
-            began = time.perf_counter()
-            status, _ = await post(session, "/recommend", body)
-            latencies.append(time.perf_counter() - began)
-            check_status(status, "/recommend")
-
-    async with load_client(url, concurrency + 1) as session:
-        check_status((await post(session, "/recommend", bodies[0]))[0], "/recommend")
-        began = time.perf_counter()
-        await asyncio.gather(*[user(session) for _ in range(concurrency)])
-        return latencies, time.perf_counter() - began
-
-
 def measure_recommend(url: str, model_repo: Path, model: str | None, movielens: Path, requests: int,
                       concurrency: int) -> dict:
+    """/recommend over HTTP and the floor on the same histories, timed in turns (every two requests at
+    concurrency 1, `FLOOR_TURNS` parts above; see `time_load`)."""
     entry = load_model(model_repo, model, task="recommend")
     recommender = Recommender.load(entry, OnnxRecommendRunner(entry, None))
     chosen = histories(movielens, recommender.window, requests)
     floor = []
-    for history in chosen:
-        indices = recommender.indices(history, "history")
-        began = time.perf_counter()
-        recommender.scores(indices)
-        floor.append(time.perf_counter() - began)
-    latencies, wall = asyncio.run(_closed_loop(url, [{"history": h, "top_n": 10, "model": entry.name} for h in chosen],
-                                               concurrency))
-    http = {**percentiles(latencies), "requests_per_s": len(chosen) / wall,
-            "samples_ms": [round(s * 1000, 3) for s in latencies]}
+
+    def floor_turn(indices: list[int]) -> None:
+        for index in indices:
+            history = recommender.indices(chosen[index], "history")
+            began = time.perf_counter()
+            recommender.scores(history)
+            floor.append(time.perf_counter() - began)
+
+    http = asyncio.run(time_load(url, "/recommend", [{"history": h, "top_n": 10, "model": entry.name} for h in chosen],
+                                 concurrency, warm_passes=0, keep_samples=True,
+                                 turns=len(chosen) if concurrency == 1 else FLOOR_TURNS, between_turns=floor_turn))
     floor = {**percentiles(floor), "ceiling_requests_per_s": 1.0 / float(np.mean(floor))}
     return {"http": http, "floor": floor, "p99_vs_floor": http["p99_ms"] / floor["p99_ms"],
             "throughput_vs_floor": http["requests_per_s"] / floor["ceiling_requests_per_s"]}

@@ -45,11 +45,10 @@ from rankstill.model_repo import load_model
 from rankstill.pair_tokenizer import PairTokenizer
 
 from .compute_limit import MatmulProbe, request_limits_ms
-from .latency import build_payloads, floor_batches, percentiles, time_http, time_paired
+from .latency import FLOOR_TURNS, build_payloads, floor_batches, percentiles, time_http, time_paired
 from .recommend_bench import measure_recommend
 
 BUDGET_KEYS = {"p99_vs_floor", "throughput_vs_floor", "p99_ms", "p50_vs_limit", "p99_vs_limit"}
-FLOOR_TURNS = 4  # above concurrency 1, the HTTP load and the floor take turns this many times per scenario
 SCENARIO_KEYS = {"name", "candidates", "concurrency", "backend", "model", "requests", "warm_passes", "budgets", "overload",
                  "endpoint"}
 
