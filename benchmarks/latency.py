@@ -136,7 +136,7 @@ async def time_load(url: str, path: str, bodies: list[dict], concurrency: int, w
     catalogue's documents: their tokens are cached).
 
     Throughput counts steady load only: from a pass's first answer to its last request sent, every
-    user has a request in flight (a pass with fewer requests than users counts whole).
+    user has a request in flight (a pass too short to get there counts whole).
 
     `turns`, `between_turns`: the measured pass goes in up to that many parts (each long enough for
     `concurrency` users to be steady), and `between_turns(body indices)` runs after each with no
@@ -175,10 +175,11 @@ async def time_load(url: str, path: str, bodies: list[dict], concurrency: int, w
         if not measured:
             return
         first = min(answered)
-        if last_sent > first:
-            steady_answers += sum(first < at <= last_sent for at in answered)
+        steady = sum(first < at <= last_sent for at in answered)
+        if steady:
+            steady_answers += steady
             steady_seconds += last_sent - first
-        else:  # fewer requests than users: never steady, the whole pass counts
+        else:  # too few requests per user to be steady: the whole pass counts
             steady_answers += len(answered)
             steady_seconds += max(answered) - began_pass
 

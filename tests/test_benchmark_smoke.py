@@ -28,6 +28,7 @@ def test_bench_scenarios_smoke_writes_results_and_plots(tmp_path):
     assert results["failures"] == []
     for name, result in results["scenarios"].items():
         assert len(result["http"]["samples_ms"]) == (10 if "recommend" in name else 6)
+        assert result["http"]["requests_per_s"] > 0 and result["throughput_vs_floor"] > 0
         assert result["floor"]["p99_ms"] > 0 and result["p99_vs_floor"] > 0
         if "recommend" not in name:
             assert result["limit"]["mean_ms"] > 0 and result["limit"]["matmul_gflops"] > 1
@@ -100,7 +101,9 @@ def test_http_load_takes_turns_with_the_floor_and_counts_steady_throughput():
     with running_server("--model-repo", str(MODEL_REPO)) as url:
         report = asyncio.run(time_http(url, payloads, 2, None, 0, keep_samples=True, turns=5,
                                        between_turns=lambda part: turns.append(list(part))))
+        alone = asyncio.run(time_http(url, payloads, 1, None, 0, keep_samples=True, turns=6))  # parts of 2: never steady
     assert turns == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]  # 5 asked; parts of 2 × 2 requests at least
     assert report["turns"] == 3 and report["n"] == 12 and len(report["samples_ms"]) == 12
     # two users, each waiting for its answer: at most 2 answers per fastest latency
     assert 0 < report["requests_per_s"] <= 2 / (min(report["samples_ms"]) / 1000)
+    assert alone["turns"] == 6 and 0 < alone["requests_per_s"] <= 1 / (min(alone["samples_ms"]) / 1000)
