@@ -121,11 +121,15 @@ def check_status(status: int, path: str) -> None:
         raise RuntimeError(f"{path} answered HTTP {status}")
 
 
+def rerank_bodies(payloads, model: str | None) -> list[dict]:
+    """/rerank bodies of (query, documents) payloads, naming `model` when given."""
+    return [{"query": query, "documents": docs, "return_documents": False} | ({"model": model} if model else {})
+            for query, docs in payloads]
+
+
 async def time_http(url: str, payloads, concurrency: int, model: str | None, warm_passes: int, **options) -> dict:
-    """`time_load` of /rerank on (query, documents) payloads; `model`: the model to name in each body."""
-    bodies = [{"query": query, "documents": docs, "return_documents": False} | ({"model": model} if model else {})
-              for query, docs in payloads]
-    return await time_load(url, "/rerank", bodies, concurrency, warm_passes, **options)
+    """`time_load` of /rerank on (query, documents) payloads."""
+    return await time_load(url, "/rerank", rerank_bodies(payloads, model), concurrency, warm_passes, **options)
 
 
 async def time_load(url: str, path: str, bodies: list[dict], concurrency: int, warm_passes: int,
@@ -209,7 +213,7 @@ def time_paired(url: str, payloads, onnx_path: Path, tokenizer_file: Path, max_l
     then the same payload over HTTP, so drift on a shared machine hits both alike; then
     `after_each()` (`rankstill bench` times its MatMul probe there)."""
     scorer, batches = floor_batches(onnx_path, tokenizer_file, max_length, payloads)
-    bodies = [{"query": q, "documents": docs, "return_documents": False, "model": model} for q, docs in payloads]
+    bodies = rerank_bodies(payloads, model)
     bare, http, client_cpu = [], [], 0.0
 
     async def run() -> None:
