@@ -12,6 +12,7 @@ checkpoint is written.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from rankstill.pair_tokenizer import PairTokenizer
 from rankstill.scoring import onnx_session
 
 PROJECTIONS = "projections."
+SOURCE_FILE = "rankstill-source.json"  # which ONNX file a recovered checkpoint copies
 
 
 def _state_dict(graph: onnx.GraphProto, layers: int) -> dict[str, torch.Tensor]:
@@ -61,7 +63,26 @@ def recover(entry: ModelEntry, out: Path) -> Path:
     (out / "tokenizer.json").write_bytes(entry.tokenizer_path.read_bytes())
     (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "model_max_length": entry.max_length,
                                                            "do_lower_case": True}))
+    (out / SOURCE_FILE).write_text(json.dumps({"model": entry.name, "version": entry.version,
+                                               "onnx_sha256": _digest(entry.onnx_path)}))
     return out
+
+
+def checkpoint_for(entry: ModelEntry, out: Path) -> Path:
+    """`out` as a PyTorch copy of `entry`: kept when it already copies that very ONNX file, recovered
+    when missing or when it copies another one (e.g. the student served before the default changed)."""
+    source = out / SOURCE_FILE
+    if source.is_file():
+        if json.loads(source.read_text()).get("onnx_sha256") == _digest(entry.onnx_path):
+            return out
+    elif out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"{out} holds a checkpoint that was not recovered from {entry.onnx_path}, so it may hold "
+                         "other weights than the served student: remove it or choose another folder")
+    return recover(entry, out)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _check_parity(model: BertForSequenceClassification, entry: ModelEntry) -> None:
@@ -80,7 +101,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/peer-student"))
     args = parser.parse_args()
-    print(recover(load_model(args.model_repo, args.model), args.out))
+    print(checkpoint_for(load_model(args.model_repo, args.model), args.out))
 
 
 if __name__ == "__main__":

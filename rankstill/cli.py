@@ -401,7 +401,8 @@ def bench_command(
     peer_concurrency: str = typer.Option("1,8", help="Concurrency levels for the peers."),
     peer_requests: int = typer.Option(100, help="Requests per peer and concurrency (100 candidates each)."),
     student_checkpoint: Path = typer.Option(Path("runs/peer-student"), help="PyTorch copy of the served student for the CrossEncoder "
-                                                                            "and Infinity peers; recovered from its ONNX file when missing."),
+                                                                            "and Infinity peers; recovered from its ONNX file when missing "
+                                                                            "or copied from another file."),
     teacher_repo: Path = typer.Option(Path("runs/teacher-repo"), help="Teacher exported by `rankstill teacher export` (the teacher peer and --quality)."),
     infinity: Optional[Path] = typer.Option(None, help="infinity_emb executable (default: on PATH or .venv-infinity)."),
     quality: bool = typer.Option(False, help="Print NDCG@10 on validation queries for random, BM25, teacher, student fp32 and int8, and speedups."),
@@ -416,11 +417,9 @@ def bench_command(
     if peers:
         from rankstill.benchmarks.latency import build_payloads
         from rankstill.benchmarks.peers import infinity_default, peers as peer_list, run_peers
-        from rankstill.benchmarks.student_checkpoint import recover
+        from rankstill.benchmarks.student_checkpoint import checkpoint_for
 
-        if not student_checkpoint.is_dir():
-            recover(_fp32_student(model_repo), student_checkpoint)
-
+        checkpoint_for(_fp32_student(model_repo), student_checkpoint)
         results["peers"] = run_peers(peer_list(student_checkpoint, teacher_repo, infinity or infinity_default(), model_repo,
                                                _fp32_student(model_repo).name),
                                      build_payloads(data, peer_requests, 100),

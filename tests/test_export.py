@@ -180,3 +180,37 @@ def test_peers_get_the_committed_students_own_weights_back_from_its_onnx_file(tm
     queries, items = ["cordless drill"] * 3, ["DEWALT 20V cordless drill", "Delta kitchen faucet", "drill"]
     reference = score_pairs(model, tokenizer, queries, items)
     np.testing.assert_allclose(PairScorer.for_entry(entry).score(queries, items), reference, atol=FP32_MAX_ABS_DIFF)
+
+
+def test_peers_checkpoint_follows_the_served_onnx_file(tmp_path):
+    import shutil
+
+    from onnx import numpy_helper
+    from safetensors.numpy import load_file
+
+    from rankstill.benchmarks.student_checkpoint import checkpoint_for
+
+    served = load_model(MODEL_REPO, FP32_MODEL)
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint_for(served, checkpoint)
+    written = (checkpoint / "model.safetensors").stat().st_mtime_ns
+    assert checkpoint_for(served, checkpoint) == checkpoint
+    assert (checkpoint / "model.safetensors").stat().st_mtime_ns == written  # a copy of this very file is kept
+
+    repo = tmp_path / "repo"  # the served student changes: its classifier bias moves by 1
+    shutil.copytree(served.directory, repo / served.name)
+    changed = load_model(repo, served.name)
+    graph = onnx.load(str(changed.onnx_path))
+    bias = next(i for i in graph.graph.initializer if i.name == "classifier.bias")
+    old_bias = numpy_helper.to_array(bias).copy()
+    bias.CopyFrom(numpy_helper.from_array(old_bias + 1, bias.name))
+    onnx.save(graph, str(changed.onnx_path))
+    checkpoint_for(changed, checkpoint)
+    np.testing.assert_allclose(load_file(checkpoint / "model.safetensors")["classifier.bias"], old_bias + 1)
+
+    foreign = tmp_path / "foreign"  # a folder rankstill did not write is never overwritten
+    foreign.mkdir()
+    (foreign / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="not recovered from"):
+        checkpoint_for(served, foreign)
+    assert (foreign / "config.json").read_text() == "{}"
