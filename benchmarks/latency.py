@@ -150,60 +150,97 @@ async def time_load(url: str, path: str, bodies: list[dict], concurrency: int, w
     `overload`: the load is meant to exceed what the server admits, so a 503 is an expected answer:
     it is counted, the user waits Retry-After and sends the same body again; latencies are those
     of accepted requests. Any other error status fails the run."""
-    latencies: list[float] = []
-    rejected, steady_answers, steady_seconds, cpu = 0, 0, 0.0, 0.0
+    load = _Load(path, bodies, concurrency, overload)
+    parts = load.parts(turns)
+    async with load_client(url, concurrency + 1) as session:
+        await load.warm(session, warm_passes)
+        for part in parts:
+            await load.run(session, part)
+            if between_turns is not None:
+                between_turns(part)
+    return load.report(len(parts), warm_passes, keep_samples)
 
-    async def load(session: aiohttp.ClientSession, chosen: list[int], measured: bool) -> None:
-        nonlocal rejected, steady_answers, steady_seconds
+
+async def time_in_turns(urls: dict[str, str], path: str, bodies: list[dict], concurrency: int, warm_passes: int,
+                        turns: int) -> dict[str, dict]:
+    """`time_load` of several servers (name → URL) on the same bodies, in turns: each part of the
+    bodies goes to every server, one after the other (the order turns round), so that a shared
+    machine's slow spells weigh on them alike. Idle servers wait between their turns."""
+    loads = {name: _Load(path, bodies, concurrency, overload=False) for name in urls}
+    parts = next(iter(loads.values())).parts(turns)
+    async with contextlib.AsyncExitStack() as stack:
+        sessions = {name: await stack.enter_async_context(load_client(url, concurrency + 1)) for name, url in urls.items()}
+        for name, load in loads.items():
+            await load.warm(sessions[name], warm_passes)
+        names = list(urls)
+        for turn, part in enumerate(parts):
+            for name in names[turn % len(names):] + names[:turn % len(names)]:
+                await loads[name].run(sessions[name], part)
+    return {name: load.report(len(parts), warm_passes, keep_samples=False) for name, load in loads.items()}
+
+
+class _Load:
+    """One server's measured passes (see `time_load`): latencies, 503s, steady throughput, client CPU."""
+
+    def __init__(self, path: str, bodies: list[dict], concurrency: int, overload: bool):
+        self.path, self.bodies, self.concurrency, self.overload = path, bodies, concurrency, overload
+        self.latencies: list[float] = []
+        self.rejected, self.steady_answers, self.steady_seconds, self.cpu = 0, 0, 0.0, 0.0
+
+    def parts(self, turns: int) -> list[list[int]]:
+        """The bodies' indices in up to `turns` parts of at least two requests per user."""
+        count = max(1, min(turns, len(self.bodies) // (2 * self.concurrency)))
+        return [part.tolist() for part in np.array_split(np.arange(len(self.bodies)), count)]
+
+    async def warm(self, session: aiohttp.ClientSession, passes: int) -> None:
+        check_status((await post(session, self.path, self.bodies[0]))[0], self.path)
+        await self._pass(session, list(range(len(self.bodies))) * passes, measured=False)
+
+    async def run(self, session: aiohttp.ClientSession, chosen: list[int]) -> None:
+        cpu_began = time.process_time()
+        await self._pass(session, chosen, measured=True)
+        self.cpu += time.process_time() - cpu_began
+
+    async def _pass(self, session: aiohttp.ClientSession, chosen: list[int], measured: bool) -> None:
         queue = list(reversed(chosen))
         answered, began_pass, last_sent = [], time.perf_counter(), 0.0
 
         async def user():
-            nonlocal rejected, last_sent
+            nonlocal last_sent
             while queue:
-                body = bodies[queue.pop()]
+                body = self.bodies[queue.pop()]
                 last_sent = time.perf_counter()
                 while True:
                     began = time.perf_counter()
-                    status, headers = await post(session, path, body)
-                    if not (overload and status == 503):
+                    status, headers = await post(session, self.path, body)
+                    if not (self.overload and status == 503):
                         break
-                    rejected += measured
+                    self.rejected += int(measured)
                     await asyncio.sleep(float(headers.get("Retry-After", "1")))
                 answered.append(time.perf_counter())
                 if measured:
-                    latencies.append(answered[-1] - began)
-                check_status(status, path)
+                    self.latencies.append(answered[-1] - began)
+                check_status(status, self.path)
 
-        await asyncio.gather(*[user() for _ in range(concurrency)])
+        await asyncio.gather(*[user() for _ in range(self.concurrency)])
         if not measured:
             return
         first = min(answered)
         steady = sum(first < at <= last_sent for at in answered)
         if steady:
-            steady_answers += steady
-            steady_seconds += last_sent - first
+            self.steady_answers += steady
+            self.steady_seconds += last_sent - first
         else:  # too few requests per user to be steady: the whole pass counts
-            steady_answers += len(answered)
-            steady_seconds += max(answered) - began_pass
+            self.steady_answers += len(answered)
+            self.steady_seconds += max(answered) - began_pass
 
-    indices = list(range(len(bodies)))
-    parts = [part.tolist() for part in np.array_split(indices, max(1, min(turns, len(bodies) // (2 * concurrency))))]
-    async with load_client(url, concurrency + 1) as session:
-        check_status((await post(session, path, bodies[0]))[0], path)
-        await load(session, indices * warm_passes, measured=False)
-        for part in parts:
-            cpu_began = time.process_time()
-            await load(session, part, measured=True)
-            cpu += time.process_time() - cpu_began
-            if between_turns is not None:
-                between_turns(part)
-    report = {**percentiles(latencies), "requests_per_s": steady_answers / steady_seconds,
-              "turns": len(parts), "warm_passes": warm_passes, "rejected_503": rejected,
-              "client_cpu_ms": 1000 * cpu / (len(bodies) + rejected)}
-    if keep_samples:
-        report["samples_ms"] = [round(s * 1000, 3) for s in latencies]
-    return report
+    def report(self, turns: int, warm_passes: int, keep_samples: bool) -> dict:
+        report = {**percentiles(self.latencies), "requests_per_s": self.steady_answers / self.steady_seconds,
+                  "turns": turns, "warm_passes": warm_passes, "rejected_503": self.rejected,
+                  "client_cpu_ms": 1000 * self.cpu / (len(self.latencies) + self.rejected)}
+        if keep_samples:
+            report["samples_ms"] = [round(s * 1000, 3) for s in self.latencies]
+        return report
 
 
 def time_paired(url: str, payloads, onnx_path: Path, tokenizer_file: Path, max_length: int,

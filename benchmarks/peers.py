@@ -1,7 +1,8 @@
 """Peers in the same run, on the same payloads: rankstill, a plain CrossEncoder server, the teacher, Infinity.
 
-Each peer is a real server on 127.0.0.1 answering `POST /rerank` with `{query, documents}`.
-A peer that cannot start here is reported with the reason, never silently left out.
+Each peer is a real server on 127.0.0.1 answering `POST /rerank` with `{query, documents}`. They all
+run at once and are timed in turns, part of the payloads each, so that the machine's slow spells weigh
+on every peer alike. A peer that cannot start here is reported with the reason, never silently left out.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 
 from rankstill.local_server import free_port, http_ok, running_server, stop_process, wait_until_ready
 
-from .latency import time_http
+from .latency import rerank_bodies, time_in_turns
+
+PEER_TURNS = 4  # each concurrency's payloads go to the peers in this many rounds
 
 
 @dataclass
@@ -76,21 +79,29 @@ def started(peer: Peer):
         stop_process(process)
 
 
-def run_peers(peer_list: list[Peer], payloads, concurrencies: list[int], warm_passes: int = 1, echo=print) -> dict:
+def run_peers(peer_list: list[Peer], payloads, concurrencies: list[int], warm_passes: int = 1,
+              turns: int = PEER_TURNS, echo=print) -> dict:
+    """Every peer that starts is served at once and timed in turns with the others (`time_in_turns`)."""
     results = {}
-    for peer in peer_list:
-        if peer.unavailable:
-            results[peer.name] = {"describe": peer.describe, "unavailable": peer.unavailable}
-            echo(f"{peer.name}: not run ({peer.unavailable})")
-            continue
-        try:
-            with started(peer) as url:
-                results[peer.name] = {"describe": peer.describe, "concurrency": {
-                    str(c): asyncio.run(time_http(url, payloads, c, None, warm_passes)) for c in concurrencies}}
-        except Exception as error:  # a peer failing to start is a finding, not a crash of the suite
-            results[peer.name] = {"describe": peer.describe, "unavailable": f"{type(error).__name__}: {error}"}
-        for c, r in results[peer.name].get("concurrency", {}).items():
-            echo(f"{peer.name} c={c}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['requests_per_s']:.1f} req/s")
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for peer in peer_list:
+            results[peer.name] = {"describe": peer.describe}
+            if peer.unavailable:
+                results[peer.name]["unavailable"] = peer.unavailable
+                echo(f"{peer.name}: not run ({peer.unavailable})")
+                continue
+            try:
+                urls[peer.name] = stack.enter_context(started(peer))
+            except Exception as error:  # a peer failing to start is a finding, not a crash of the suite
+                results[peer.name]["unavailable"] = f"{type(error).__name__}: {error}"
+                echo(f"{peer.name}: not run ({results[peer.name]['unavailable']})")
+        bodies = rerank_bodies(payloads, None)
+        for c in concurrencies:
+            timed = asyncio.run(time_in_turns(urls, "/rerank", bodies, c, warm_passes, turns))
+            for name, r in timed.items():
+                results[name].setdefault("concurrency", {})[str(c)] = r
+                echo(f"{name} c={c}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['requests_per_s']:.1f} req/s")
     rankstill = results.get("rankstill", {}).get("concurrency", {})
     for name, result in results.items():
         if name != "rankstill" and "concurrency" in result:

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import DATA, MODEL_REPO, ROOT
+from conftest import DATA, FP32_MODEL, MODEL_REPO, ROOT
 
 
 def test_latency_benchmark_smoke(tmp_path):
@@ -107,3 +107,59 @@ def test_http_load_takes_turns_with_the_floor_and_counts_steady_throughput():
     # two users, each waiting for its answer: at most 2 answers per fastest latency
     assert 0 < report["requests_per_s"] <= 2 / (min(report["samples_ms"]) / 1000)
     assert alone["turns"] == 6 and 0 < alone["requests_per_s"] <= 1 / (min(alone["samples_ms"]) / 1000)
+
+
+def test_servers_timed_in_turns_take_each_part_one_after_the_other():
+    import asyncio
+
+    from aiohttp import web
+
+    from rankstill.benchmarks.latency import time_in_turns
+
+    arrivals = []
+
+    def server(name):
+        async def rerank(request):
+            arrivals.append((name, (await request.json())["i"]))
+            return web.json_response([])
+        app = web.Application()
+        app.router.add_post("/rerank", rerank)
+        return app
+
+    async def run():
+        runners = [web.AppRunner(server(name)) for name in "AB"]
+        urls = {}
+        for name, runner in zip("AB", runners):
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            urls[name] = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        try:
+            return await time_in_turns(urls, "/rerank", [{"i": i} for i in range(12)], 2, 0, turns=3)
+        finally:
+            for runner in runners:
+                await runner.cleanup()
+
+    reports = asyncio.run(run())
+    measured = arrivals[2:]  # after each server's first check request
+    blocks = [(measured[k][0], sorted(i for _, i in measured[k:k + 4])) for k in range(0, 24, 4)]
+    assert [name for name, _ in blocks] == ["A", "B", "B", "A", "A", "B"]  # the order turns round
+    assert [rows for _, rows in blocks] == [[0, 1, 2, 3]] * 2 + [[4, 5, 6, 7]] * 2 + [[8, 9, 10, 11]] * 2
+    assert all(blocks[k][0] == measured[k * 4 + j][0] for k in range(6) for j in range(4))
+    assert {name: (r["n"], r["turns"]) for name, r in reports.items()} == {"A": (12, 3), "B": (12, 3)}
+
+
+def test_peers_run_side_by_side_and_report_rankstills_advantage():
+    from rankstill.benchmarks.latency import build_payloads
+    from rankstill.benchmarks.peers import Peer, run_peers
+
+    peers = [Peer("rankstill", "the default", None, ("--model-repo", str(MODEL_REPO))),
+             Peer("rankstill-fp32", "fp32", None, ("--model-repo", str(MODEL_REPO), "--model", FP32_MODEL)),
+             Peer("infinity", "Infinity", None, unavailable="not installed here")]
+    results = run_peers(peers, build_payloads(DATA, 8, 10), [1, 2], warm_passes=0, turns=2, echo=lambda line: None)
+    assert results["infinity"]["unavailable"] == "not installed here" and "concurrency" not in results["infinity"]
+    for name in ("rankstill", "rankstill-fp32"):
+        assert {c: r["n"] for c, r in results[name]["concurrency"].items()} == {"1": 8, "2": 8}
+    advantage = results["rankstill-fp32"]["rankstill_p99_advantage"]
+    assert set(advantage) == {"1", "2"}
+    assert advantage["2"] == results["rankstill-fp32"]["concurrency"]["2"]["p99_ms"] / results["rankstill"]["concurrency"]["2"]["p99_ms"]
