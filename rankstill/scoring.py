@@ -7,8 +7,10 @@ the benchmarks, so that all of them tokenize, batch and pad the same way:
 - `PairScorer` tokenizes (`tokenize`), deals the pairs of one or several requests, in length order,
   to its lanes and cuts each lane into length-sorted sub-batches of at most `max_batch_pairs`, each
   padded only to its own longest pair (`prepare`; the cut minimises padded tokens plus a measured
-  per-run overhead), and runs the model on them (`run_prepared`), the lanes side by side — nothing
-  else happens on the threads that run the model.
+  per-run overhead), and runs the model on them (`run_prepared`): the sub-batches wait in one queue,
+  longest first, and each goes to whichever lane is free, so a lane slowed by other work on its core
+  holds up no other, and the sub-batches of the next batch start while the last ones of this batch
+  finish. Nothing else happens on the lanes' threads.
 
 The model behind a lane is any `Runner` (`run(feeds) -> logits`): ONNX Runtime here, a Triton
 client in the server, or a PyTorch module in training, which scores through this same policy.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -124,9 +127,11 @@ class PairScorer:
         self.max_batch_pairs = max_batch_pairs
         self.run_overhead_tokens = run_overhead_tokens
         self.max_chars = tokenizer.max_length * CHARS_PER_TOKEN_BOUND
-        # lane 0 runs on the caller's thread, each other lane on a thread of its own
-        self._lane_threads = (concurrent.futures.ThreadPoolExecutor(len(self.runners) - 1, thread_name_prefix="lane")
-                              if len(self.runners) > 1 else None)
+        # a thread per lane, each with a runner of its own, taking sub-batches from the pool's one queue
+        self._unassigned = list(self.runners)
+        self._lane = threading.local()
+        self._lanes = concurrent.futures.ThreadPoolExecutor(len(self.runners), thread_name_prefix="lane",
+                                                            initializer=self._assign_runner)
 
     @property
     def runner(self) -> Runner:
@@ -169,20 +174,20 @@ class PairScorer:
         return PreparedBatch(lanes, [len(r) for r in requests])
 
     def run_prepared(self, batch: PreparedBatch) -> list[np.ndarray]:
-        """The model on each sub-batch, the lanes side by side; one logits array per request, in the pairs' order."""
+        """The model on each sub-batch, longest first, on whichever lane is free; one logits array per
+        request, in the pairs' order. Safe to call from several threads: their sub-batches share the lanes."""
         logits = np.empty(batch.pairs, dtype=np.float32)
-
-        def run_lane(runner: Runner, chunks: list[tuple[np.ndarray, EncodedBatch]]) -> None:
-            for rows, encoded in chunks:
-                logits[rows] = runner.run(encoded.as_feeds())
-
-        others = [self._lane_threads.submit(run_lane, runner, chunks)
-                  for runner, chunks in zip(self.runners[1:], batch.lanes[1:])]
-        if batch.lanes:
-            run_lane(self.runners[0], batch.lanes[0])
-        for other in others:
-            other.result()
+        chunks = sorted(batch.chunks, key=lambda chunk: chunk[1].input_ids.size, reverse=True)
+        runs = [(rows, self._lanes.submit(self._run_on_lane, encoded)) for rows, encoded in chunks]
+        for rows, run in runs:
+            logits[rows] = run.result()
         return np.split(logits, np.cumsum(batch.sizes)[:-1])
+
+    def _assign_runner(self) -> None:
+        self._lane.runner = self._unassigned.pop()
+
+    def _run_on_lane(self, encoded: EncodedBatch) -> np.ndarray:
+        return self._lane.runner.run(encoded.as_feeds())
 
     def run(self, pairs: TokenizedPairs) -> np.ndarray:
         return self.run_prepared(self.prepare([pairs]))[0]

@@ -2,15 +2,17 @@
 
 Requests wait in the queue; the worker takes everything queued (up to `max_batch_size` units of
 `size`, e.g. tokens) as one batch, has it assembled on the assembly thread (`prepare`: e.g. cut
-into padded sub-batches) while the model still runs the previous batch, then hands it to the
-inference thread (`run`), which does nothing else while there is a batch to overlap with. When the
-model is idle there is none, so the inference thread assembles the batch itself: one thread hop
-instead of two. A lone request never waits for company.
+into padded sub-batches) while the model still runs the previous batch, then hands it to an
+inference thread (`run`) at once: up to `RUNS_IN_FLIGHT` batches are in the model together, so
+a model that spreads a batch over several cores can start this batch's work on a core the last
+one no longer needs (`PairScorer.run_prepared` queues them in order). When the model is idle,
+the inference thread assembles the batch itself: one thread hop instead of two. A lone request
+never waits for company.
 
 Admission is by time: a request is refused at once with `Overloaded` when the work already queued
 would keep the model busy for more than `max_wait_s` (measured: model seconds per unit of `size`
 over recent runs, each run weighing by its size, so that a tiny run's fixed cost does not inflate
-the estimate), or would overflow `max_queued` units. A request already queued is always
+the estimate; a run that overlapped the one before counts from that one's end), or would overflow `max_queued` units. A request already queued is always
 answered. When a batch fails, each of its requests is retried alone, so one bad request cannot fail
 the others it was batched with (unless the backend itself failed: then the batch gets that error).
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Generic, TypeVar
@@ -32,6 +35,7 @@ Item = TypeVar("Item")
 Prepared = TypeVar("Prepared")
 Result = TypeVar("Result")
 RATE_SMOOTHING = 0.2  # weight of the newest run in the smoothed seconds and units of recent runs
+RUNS_IN_FLIGHT = 2  # batches handed to the model at once: the next one starts as cores free up
 
 
 class Retired(RuntimeError):
@@ -64,8 +68,9 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._assembly = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="assembly")
-        # One inference thread: model runs are serialized, the model uses the cores inside.
-        self._inference = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._inference = concurrent.futures.ThreadPoolExecutor(max_workers=RUNS_IN_FLIGHT, thread_name_prefix="inference")
+        self._timing = threading.Lock()
+        self._last_run_end = 0.0
 
     @property
     def queued(self) -> int:
@@ -123,27 +128,37 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
-        running: tuple[list[_Job], asyncio.Future] | None = None
+        running: collections.deque[tuple[list[_Job], asyncio.Future]] = collections.deque()
         while True:
             if not self._pending:
-                if running is not None:
-                    await self._finish(*running)
-                    running = None
-                    continue
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                if running:  # until a request comes (for the next batch) or the oldest batch is done
+                    await self._first_of(self._wakeup.wait(), running[0][1])
+                    if running[0][1].done():
+                        await self._finish(*running.popleft())
+                else:
+                    await self._wakeup.wait()
                 continue
             jobs = self._take_batch()
             items = [job.item for job in jobs]
-            if running is None:  # the model is idle: nothing to overlap, so assembly and run share one hop
-                running = (jobs, loop.run_in_executor(self._inference, self._assemble_and_run, items))
+            if not running:  # the model is idle: nothing to overlap, so assembly and run share one hop
+                running.append((jobs, loop.run_in_executor(self._inference, self._assemble_and_run, items)))
                 continue
-            try:  # assembled while the previous batch is still in the model
+            try:  # assembled while the batches before it are still in the model
                 prepared = await loop.run_in_executor(self._assembly, self._prepare_or_error, items)
             except Exception as error:  # the executor itself failed
                 prepared = error
-            await self._finish(*running)
-            running = (jobs, loop.run_in_executor(self._inference, self._run_jobs, items, prepared))
+            if len(running) == RUNS_IN_FLIGHT:
+                await self._finish(*running.popleft())
+            running.append((jobs, loop.run_in_executor(self._inference, self._run_jobs, items, prepared)))
+
+    @staticmethod
+    async def _first_of(waiting, model_run: asyncio.Future) -> None:
+        waiting = asyncio.ensure_future(waiting)
+        try:
+            await asyncio.wait({waiting, model_run}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
 
     async def _finish(self, jobs: list[_Job], model_run: asyncio.Future) -> None:
         try:
@@ -177,12 +192,15 @@ class MicroBatcher(Generic[Item, Prepared, Result]):
             if len(items) == 1 or isinstance(error, BackendError):
                 return [error] * len(items)
             return [self._run_alone(item) for item in items]
-        seconds = time.perf_counter() - began
         units = sum(self._size(item) for item in items)
-        if units:
-            keep = 1 - RATE_SMOOTHING if self._recent_units else 0.0
-            self._recent_seconds = keep * self._recent_seconds + (1 - keep) * seconds
-            self._recent_units = keep * self._recent_units + (1 - keep) * units
+        with self._timing:
+            ended = time.perf_counter()
+            seconds = ended - max(began, self._last_run_end)  # the model's time for this run alone
+            self._last_run_end = ended
+            if units:
+                keep = 1 - RATE_SMOOTHING if self._recent_units else 0.0
+                self._recent_seconds = keep * self._recent_seconds + (1 - keep) * seconds
+                self._recent_units = keep * self._recent_units + (1 - keep) * units
         self._on_batch(items, seconds)
         return results
 

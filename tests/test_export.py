@@ -1,4 +1,6 @@
+import concurrent.futures
 import re
+import threading
 
 import numpy as np
 import onnx
@@ -62,6 +64,39 @@ def test_lanes_share_the_threads_and_each_gets_the_same_mix_of_lengths(exported)
     assert sorted(lanes[0].tolist()) == sorted(order[0::2].tolist())  # every other pair in length order
     one = scorer.prepare([scorer.tokenize(["drill"], ["drill"])])
     assert len(one.lanes) == 1 and scorer.run_prepared(one)[0].shape == (1,)
+
+
+class _CountingRunner:
+    """Scores a pair by its token count; `delay` seconds per sub-batch; records the sub-batches it ran."""
+
+    def __init__(self, delay: float):
+        self.delay, self.ran = delay, []
+
+    def run(self, feeds):
+        import time
+        time.sleep(self.delay)
+        self.ran.append(threading.get_ident())
+        return feeds["attention_mask"].sum(axis=1).astype(np.float32)
+
+    def is_ready(self):
+        return True
+
+
+def test_sub_batches_go_to_whichever_lane_is_free_and_calls_may_overlap(exported):
+    _, tokenizer, _ = exported
+    slow, fast = _CountingRunner(0.2), _CountingRunner(0.01)
+    scorer = PairScorer(tokenizer, [slow, fast], max_batch_pairs=1)  # one pair per sub-batch
+    documents = [f"cordless drill kit model {n}" for n in range(12)]
+    pairs = scorer.tokenize(["drill"] * len(documents), documents)
+    logits = scorer.run(pairs)
+    np.testing.assert_array_equal(logits, pairs.lengths)  # every pair scored once, in its own place
+    assert len(slow.ran) + len(fast.ran) == 12 and len(fast.ran) >= 9  # not dealt 6 and 6: the fast lane takes more
+    assert len(set(slow.ran)) == len(set(fast.ran)) == 1 and set(slow.ran) != set(fast.ran)  # a thread per runner
+    requests = [scorer.tokenize(["saw"] * n, documents[:n]) for n in (5, 7)]
+    with concurrent.futures.ThreadPoolExecutor(2) as callers:  # two batches in the lanes at once
+        results = list(callers.map(lambda request: scorer.run_prepared(scorer.prepare([request]))[0], requests))
+    for request, result in zip(requests, results):
+        np.testing.assert_array_equal(result, request.lengths)
 
 
 def test_extra_padding_changes_no_score(exported):
