@@ -162,8 +162,8 @@ class PairScorer:
         return self.tokenizer.tokenize_windows(query, documents, overlap)
 
     def prepare(self, requests: list[TokenizedPairs]) -> PreparedBatch:
-        """The pairs dealt in length order to the lanes (every lane gets the same mix of lengths, so the
-        lanes finish together), each lane cut into padded sub-batches."""
+        """The pairs dealt in length order into a share per lane (each share the same mix of lengths),
+        each share cut into padded sub-batches; `run_prepared` gives any sub-batch to any free lane."""
         pairs = TokenizedPairs.concat(requests)
         order = np.argsort(pairs.lengths, kind="stable")
         lanes = []
