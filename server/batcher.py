@@ -12,9 +12,10 @@ never waits for company.
 Admission is by time: a request is refused at once with `Overloaded` when the work already queued
 would keep the model busy for more than `max_wait_s` (measured: model seconds per unit of `size`
 over recent runs, each run weighing by its size, so that a tiny run's fixed cost does not inflate
-the estimate; a run that overlapped the one before counts from that one's end), or would overflow `max_queued` units. A request already queued is always
-answered. When a batch fails, each of its requests is retried alone, so one bad request cannot fail
-the others it was batched with (unless the backend itself failed: then the batch gets that error).
+the estimate, and a run that overlapped the one before counting from that one's end), or would
+overflow `max_queued` units. A request already queued is always answered. When a batch fails, each
+of its requests is retried alone, so one bad request cannot fail the others it was batched with
+(unless the backend itself failed: then the batch gets that error).
 
 The batcher knows nothing of what it batches.
 """
