@@ -130,8 +130,7 @@ class PairScorer:
         # a thread per lane, each with a runner of its own, taking sub-batches from the pool's one queue
         self._unassigned = list(self.runners)
         self._lane = threading.local()
-        self._lanes = concurrent.futures.ThreadPoolExecutor(len(self.runners), thread_name_prefix="lane",
-                                                            initializer=self._assign_runner)
+        self._lanes = concurrent.futures.ThreadPoolExecutor(len(self.runners), thread_name_prefix="lane")
 
     @property
     def runner(self) -> Runner:
@@ -183,11 +182,15 @@ class PairScorer:
             logits[rows] = run.result()
         return np.split(logits, np.cumsum(batch.sizes)[:-1])
 
-    def _assign_runner(self) -> None:
-        self._lane.runner = self._unassigned.pop()
-
     def _run_on_lane(self, encoded: EncodedBatch) -> np.ndarray:
-        return self._lane.runner.run(encoded.as_feeds())
+        # A lane thread takes its runner on its first sub-batch (not in a pool initializer: the pool's
+        # threads would hold the scorer for good, and it, its sessions and threads would never be freed).
+        runner = getattr(self._lane, "runner", None) or self._take_runner()
+        return runner.run(encoded.as_feeds())
+
+    def _take_runner(self) -> Runner:
+        self._lane.runner = self._unassigned.pop()
+        return self._lane.runner
 
     def run(self, pairs: TokenizedPairs) -> np.ndarray:
         return self.run_prepared(self.prepare([pairs]))[0]

@@ -99,6 +99,24 @@ def test_sub_batches_go_to_whichever_lane_is_free_and_calls_may_overlap(exported
         np.testing.assert_array_equal(result, request.lengths)
 
 
+def test_a_scorer_no_longer_used_is_freed_with_its_lane_threads(exported):
+    import gc
+    import weakref
+
+    _, tokenizer, path = exported
+    before = set(threading.enumerate())
+    scorer = PairScorer.onnx(path, tokenizer, threads=2, lanes=2, max_batch_pairs=1)
+    scorer.score(["drill"] * 4, ["cordless drill", "hammer", "saw", "paint"])  # both lanes started
+    lanes = [thread for thread in threading.enumerate() if thread not in before]
+    assert len(lanes) == 2
+    freed = weakref.ref(scorer)
+    del scorer
+    gc.collect()
+    for lane in lanes:
+        lane.join(timeout=5)
+    assert freed() is None and not any(lane.is_alive() for lane in lanes)
+
+
 def test_extra_padding_changes_no_score(exported):
     student, tokenizer, path = exported
     feeds = tokenizer.encode(["drill", "cordless drill 18v"], ["drill", "a much longer cordless drill kit title"]).as_feeds()
