@@ -103,9 +103,10 @@ def onnx_runners(path: str | Path, threads: int | None = None, lanes: int | None
 
 @dataclass
 class PreparedBatch:
-    """Requests' pairs dealt to lanes and cut into padded sub-batches, ready for the model."""
+    """Requests' pairs dealt into a share per lane and cut into padded sub-batches, ready for the model
+    (any lane may run any sub-batch)."""
 
-    lanes: list[list[tuple[np.ndarray, EncodedBatch]]]  # per lane: (rows of the concatenated pairs, padded batch)
+    lanes: list[list[tuple[np.ndarray, EncodedBatch]]]  # per share: (rows of the concatenated pairs, padded batch)
     sizes: list[int]  # pairs per request, in order
 
     @property
@@ -114,7 +115,7 @@ class PreparedBatch:
 
     @property
     def chunks(self) -> list[tuple[np.ndarray, EncodedBatch]]:
-        """Every sub-batch, lane after lane."""
+        """Every sub-batch, share after share."""
         return [chunk for lane in self.lanes for chunk in lane]
 
 
