@@ -236,6 +236,7 @@ class _Load:
 
     def report(self, turns: int, warm_passes: int, keep_samples: bool) -> dict:
         report = {**percentiles(self.latencies), "requests_per_s": self.steady_answers / self.steady_seconds,
+                  "steady_answers": self.steady_answers, "steady_seconds": self.steady_seconds,
                   "turns": turns, "warm_passes": warm_passes, "rejected_503": self.rejected,
                   "client_cpu_ms": 1000 * self.cpu / (len(self.latencies) + self.rejected)}
         if keep_samples:

@@ -104,8 +104,12 @@ def test_http_load_takes_turns_with_the_floor_and_counts_steady_throughput():
         alone = asyncio.run(time_http(url, payloads, 1, None, 0, keep_samples=True, turns=6))  # parts of 2: never steady
     assert turns == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]  # 5 asked; parts of 2 × 2 requests at least
     assert report["turns"] == 3 and report["n"] == 12 and len(report["samples_ms"]) == 12
-    # two users, each waiting for its answer: at most 2 answers per fastest latency
-    assert 0 < report["requests_per_s"] <= 2 / (min(report["samples_ms"]) / 1000)
+    # Each user waits for its answer before it sends again, so its answers are at least the fastest
+    # latency apart: within the steady windows of the parts, two users give at most 2 per part plus
+    # 2 per fastest latency of window (a short window can hold answers close together, so no tighter).
+    fastest = min(report["samples_ms"]) / 1000
+    assert 0 < report["steady_answers"] <= 2 * (report["turns"] + report["steady_seconds"] / fastest)
+    assert report["requests_per_s"] > 0
     assert alone["turns"] == 6 and 0 < alone["requests_per_s"] <= 1 / (min(alone["samples_ms"]) / 1000)
 
 
