@@ -165,18 +165,29 @@ async def time_in_turns(urls: dict[str, str], path: str, bodies: list[dict], con
                         turns: int) -> dict[str, dict]:
     """`time_load` of several servers (name → URL) on the same bodies, in turns: each part of the
     bodies goes to every server, one after the other (the order turns round), so that a shared
-    machine's slow spells weigh on them alike. Idle servers wait between their turns."""
+    machine's slow spells weigh on them alike. Idle servers wait between their turns. A server that
+    fails (an error status, a lost connection) sits out the later turns and reports `{"failed": why}`."""
     loads = {name: _Load(path, bodies, concurrency, overload=False) for name in urls}
-    parts = next(iter(loads.values())).parts(turns)
+    failed: dict[str, str] = {}
+
+    async def attempt(name: str, step, *args) -> None:
+        if name not in failed:
+            try:
+                await step(*args)
+            except Exception as error:
+                failed[name] = f"{type(error).__name__}: {error}"
+
+    parts = next(iter(loads.values())).parts(turns) if loads else []
     async with contextlib.AsyncExitStack() as stack:
         sessions = {name: await stack.enter_async_context(load_client(url, concurrency + 1)) for name, url in urls.items()}
         for name, load in loads.items():
-            await load.warm(sessions[name], warm_passes)
+            await attempt(name, load.warm, sessions[name], warm_passes)
         names = list(urls)
         for turn, part in enumerate(parts):
             for name in names[turn % len(names):] + names[:turn % len(names)]:
-                await loads[name].run(sessions[name], part)
-    return {name: load.report(len(parts), warm_passes, keep_samples=False) for name, load in loads.items()}
+                await attempt(name, loads[name].run, sessions[name], part)
+    return {name: {"failed": failed[name]} if name in failed else load.report(len(parts), warm_passes, keep_samples=False)
+            for name, load in loads.items()}
 
 
 class _Load:

@@ -100,6 +100,11 @@ def run_peers(peer_list: list[Peer], payloads, concurrencies: list[int], warm_pa
         for c in concurrencies:
             timed = asyncio.run(time_in_turns(urls, "/rerank", bodies, c, warm_passes, turns))
             for name, r in timed.items():
+                if "failed" in r:  # a peer failing under load is a finding too; the others go on
+                    results[name]["unavailable"] = f"failed at concurrency {c}: {r['failed']}"
+                    echo(f"{name}: {results[name]['unavailable']}")
+                    del urls[name]
+                    continue
                 results[name].setdefault("concurrency", {})[str(c)] = r
                 echo(f"{name} c={c}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['requests_per_s']:.1f} req/s")
     rankstill = results.get("rankstill", {}).get("concurrency", {})
